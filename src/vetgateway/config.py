@@ -1,0 +1,124 @@
+"""Settings, validated once at start-up and then passed to whoever needs them.
+
+Sources, highest precedence first: keyword arguments (tests), ``VETGATEWAY_*`` environment
+variables, the TOML file named by ``VETGATEWAY_CONFIG``, then the defaults below, which are the
+embedded single-box set-up (SQLite under ``var/``, in-process worker, listeners on loopback).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from vetgateway.errors import ConfigError
+
+ENV_PREFIX = "VETGATEWAY_"
+
+Port = int
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by ``VETGATEWAY_CONFIG``; unknown keys are refused (typos)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path is None:
+            return
+        try:
+            with path.open("rb") as fh:
+                self._data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"VETGATEWAY_CONFIG: file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"VETGATEWAY_CONFIG: {path} is not valid TOML: {exc}") from exc
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    """Everything the gateway needs to start. See CONVENTIONS.md §3 for the outside contract."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    config: Path | None = Field(default=None, description="TOML file with further settings")
+    data_dir: Path = Field(default=Path("var"), description="where embedded data lives")
+    database_url: str = Field(default="", description="empty = SQLite under data_dir")
+    broker_url: str = Field(default="", description="empty = in-process worker")
+    bind: str = "127.0.0.1"
+    http_port: Port = Field(default=8080, ge=0, le=65535)
+    mllp_port: Port = Field(default=2575, ge=0, le=65535)
+    astm_port: Port = Field(default=5001, ge=0, le=65535)
+    dicom_port: Port = Field(default=11112, ge=0, le=65535)
+    log_level: str = "INFO"
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    inbox_max_batch: int = Field(default=256, ge=1, le=10_000)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str) -> str:
+        if value and not value.startswith(("amqp://", "amqps://", "redis://", "rediss://")):
+            raise ValueError("must be empty (in-process), amqp://… (RabbitMQ) or redis://… (Redis)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database to use: the configured one, else SQLite in the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'vetgateway.db'}"
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        toml = _TomlFileSource(settings_cls, Path(path) if path else None)
+        return (init_settings, env_settings, toml)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate the settings, or raise ConfigError with one line naming the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(part) for part in first["loc"]) or "settings"
+        value = first.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {first['msg']}{shown}") from exc

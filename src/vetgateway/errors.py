@@ -1,0 +1,40 @@
+"""The errors vetgateway raises on purpose, in one tree.
+
+::
+
+    VetgatewayError
+    ├── ConfigError          a setting is missing or invalid; start-up stops with one line naming it
+    ├── StorageError         the database could not make a write durable; the peer must not be ACKed
+    │   └── StorageUnavailable   the database is unreachable right now (retry later)
+    └── ParseError           the input is malformed; carries a reason a human can act on
+
+Third-party errors (SQLAlchemy, psycopg, pyserial, pynetdicom) are translated into these at one
+boundary each, with ``raise ... from exc``; any other exception escaping a component is our bug.
+"""
+
+from __future__ import annotations
+
+
+class VetgatewayError(Exception):
+    """Base of every error vetgateway raises deliberately."""
+
+
+class ConfigError(VetgatewayError):
+    """A setting is invalid; the message names the setting and what is wrong with it."""
+
+
+class StorageError(VetgatewayError):
+    """A write could not be made durable. Whoever sent the data must not be told it was stored."""
+
+
+class StorageUnavailable(StorageError):
+    """The database did not answer (down, unreachable, disk full); the sender should retry later."""
+
+
+class ParseError(VetgatewayError):
+    """Malformed input. ``reason`` is written for the sender's interface analyst."""
+
+    def __init__(self, reason: str, *, location: str | None = None) -> None:
+        super().__init__(reason if location is None else f"{location}: {reason}")
+        self.reason = reason
+        self.location = location

@@ -1,0 +1,127 @@
+"""Engines and sessions: the only module that creates either.
+
+Durability is set here, per dialect, because the inbox's promise ("the row is on disk before the
+peer is acknowledged") depends on it:
+
+- SQLite: WAL journal with ``synchronous=FULL`` (a commit is fsynced before it returns),
+  foreign keys on, and write transactions opened with ``BEGIN IMMEDIATE`` so two writers queue on
+  the lock instead of failing with SQLITE_BUSY when a read transaction tries to upgrade.
+- PostgreSQL: ``synchronous_commit=on`` for every connection, whatever the server default says.
+
+Callers own the unit of work: ``with db.session() as s:`` commits on success and rolls back on any
+exception. Store functions take a session and never commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from vetgateway.errors import StorageError, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+_SQLITE_BEGIN = "vetgateway_sqlite_begin"
+
+
+def normalise_url(url: str) -> URL:
+    """Accept ``postgresql://`` and ``postgres://`` as psycopg 3 URLs; keep SQLite URLs as given."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide where transactions begin (so BEGIN IMMEDIATE works).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        mode = connection.get_execution_options().get(_SQLITE_BEGIN, "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """Build an engine with the durability settings above. Creates the SQLite file's folder."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+        _configure_sqlite(engine)
+        return engine
+    return sa.create_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"options": "-c synchronous_commit=on", "connect_timeout": 5},
+    )
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when the database itself failed (down, disk full, locked), not our statement."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class Database:
+    """An engine plus the session factory; the unit of work for everything that touches the store."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.engine = create_engine(url, pool_size=pool_size)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(**{_SQLITE_BEGIN: "DEFERRED"}),
+            expire_on_commit=False,
+        )
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+        """One transaction: commits when the block ends, rolls back if it raises.
+
+        Database failures surface as ``StorageUnavailable`` (or ``StorageError``), so callers that
+        must not acknowledge on failure need to catch only our own errors.
+        """
+        factory = self._read_sessions if readonly else self._sessions
+        try:
+            with factory() as session, session.begin():
+                yield session
+        except DBAPIError as exc:
+            if is_connection_error(exc):
+                raise StorageUnavailable(f"database unavailable: {exc.orig}") from exc
+            raise StorageError(f"database rejected the write: {exc.orig}") from exc
+
+    def ping(self) -> None:
+        """Raise StorageUnavailable unless the database answers a trivial query."""
+        with self.session(readonly=True) as session:
+            session.execute(sa.text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
