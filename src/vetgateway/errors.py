@@ -6,10 +6,12 @@
     ├── ConfigError          a setting is missing or invalid; start-up stops with one line naming it
     ├── StorageError         the database could not make a write durable; the peer must not be ACKed
     │   └── StorageUnavailable   the database is unreachable right now (retry later)
+    ├── BrokerUnavailable    the message broker (RabbitMQ, Redis) does not answer right now
     └── ParseError           the input is malformed; carries a reason a human can act on
 
-Third-party errors (SQLAlchemy, psycopg, pyserial, pynetdicom) are translated into these at one
-boundary each, with ``raise ... from exc``; any other exception escaping a component is our bug.
+Third-party errors (SQLAlchemy, psycopg, pika, redis, pyserial, pynetdicom) are translated into
+these at one boundary each, with ``raise ... from exc``; any other exception escaping a component
+is our bug.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ class StorageError(VetgatewayError):
 
 class StorageUnavailable(StorageError):
     """The database did not answer (down, unreachable, disk full); the sender should retry later."""
+
+
+class BrokerUnavailable(VetgatewayError):
+    """The configured broker did not answer; the message says which one and why (no secrets)."""
 
 
 class ParseError(VetgatewayError):

@@ -8,6 +8,11 @@ peer is acknowledged") depends on it:
   the lock instead of failing with SQLITE_BUSY when a read transaction tries to upgrade.
 - PostgreSQL: ``synchronous_commit=on`` for every connection, whatever the server default says.
 
+Dead connections are handled optimistically, not with a ping per checkout (a round trip on the
+inbox's hot path): the first statement that finds the server gone invalidates the whole pool, so
+one operation fails after a database restart, and ``Database.write`` retries that one when nothing
+had reached the commit yet.
+
 Callers own the unit of work: ``with db.session() as s:`` commits on success and rolls back on any
 exception. Store functions take a session and never commit.
 """
@@ -15,10 +20,10 @@ exception. Store functions take a session and never commit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -29,6 +34,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from vetgateway.errors import StorageError, StorageUnavailable
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _SQLITE_BEGIN = "vetgateway_sqlite_begin"
 
@@ -65,16 +72,13 @@ def create_engine(url: str, *, pool_size: int = 10) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(
-            parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-        )
+        engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
         _configure_sqlite(engine)
         return engine
     return sa.create_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         connect_args={"options": "-c synchronous_commit=on", "connect_timeout": 5},
     )
 
@@ -86,8 +90,14 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+def _translate(exc: DBAPIError) -> StorageError:
+    if is_connection_error(exc):
+        return StorageUnavailable(f"database unavailable: {exc.orig}")
+    return StorageError(f"database rejected the write: {exc.orig}")
+
+
 class Database:
-    """An engine plus the session factory; the unit of work for everything that touches the store."""
+    """An engine plus the session factory; the unit of work for all store access."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
@@ -114,9 +124,37 @@ class Database:
             with factory() as session, session.begin():
                 yield session
         except DBAPIError as exc:
-            if is_connection_error(exc):
+            raise _translate(exc) from exc
+
+    def write(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work`` in one Core transaction and commit; the lean path for hot writes.
+
+        If the connection turns out to be dead before the commit was sent (a database restart
+        since it was pooled), the work is retried once on a fresh connection: nothing of the first
+        attempt can have been committed. A failure during COMMIT itself is never retried, since
+        the outcome is unknown; it raises ``StorageUnavailable`` and the caller must not
+        acknowledge.
+        """
+        for attempt in (1, 2):
+            try:
+                connection = self.engine.connect()
+            except DBAPIError as exc:
                 raise StorageUnavailable(f"database unavailable: {exc.orig}") from exc
-            raise StorageError(f"database rejected the write: {exc.orig}") from exc
+            with connection:
+                try:
+                    transaction = connection.begin()
+                    outcome = work(connection)
+                except DBAPIError as exc:
+                    if attempt == 1 and exc.connection_invalidated:
+                        log.warning("database connection was stale; retrying on a new one")
+                        continue
+                    raise _translate(exc) from exc
+                try:
+                    transaction.commit()
+                except DBAPIError as exc:
+                    raise _translate(exc) from exc
+                return outcome
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers a trivial query."""

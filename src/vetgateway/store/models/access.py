@@ -9,7 +9,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vetgateway.store.models.base import Base, IdentityKey, Timestamps, UTCDateTime, UuidKey, enum_type
+from vetgateway.store.models.base import (
+    Base,
+    IdentityKey,
+    Timestamps,
+    UTCDateTime,
+    UuidKey,
+    enum_type,
+)
 
 
 class Role(enum.Enum):

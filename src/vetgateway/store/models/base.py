@@ -1,6 +1,7 @@
 """The declarative base and the column conventions every table follows (CONVENTIONS.md §4).
 
-- Main entities get a UUID key (``UuidKey``); high-volume rows a BigInteger identity (``IdentityKey``).
+- Main entities get a UUID key (``UuidKey``); high-volume rows a BigInteger identity
+  (``IdentityKey``).
 - Every table has ``created_at`` and ``updated_at`` (``Timestamps``); clinical records also
   ``deleted_at`` (``SoftDelete``): they are never hard-deleted.
 - Times are timezone-aware and UTC in both directions, even on SQLite, which has no time zones.
@@ -56,7 +57,7 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def enum_type(enum_class: type[enum.Enum]) -> sa.Enum:
-    """A SQLAlchemy Enum that stores the members' values (lower-case words), native on PostgreSQL."""
+    """An Enum stored by the members' values (lower-case words), native on PostgreSQL."""
     return sa.Enum(
         enum_class,
         name=enum_class.__name__.lower(),

@@ -13,7 +13,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vetgateway.store.models.base import BigId, Base, IdentityKey, Timestamps, UTCDateTime, enum_type
+from vetgateway.store.models.base import (
+    Base,
+    BigId,
+    IdentityKey,
+    Timestamps,
+    UTCDateTime,
+    enum_type,
+)
 
 
 class MessageStatus(enum.Enum):

@@ -1,0 +1,16 @@
+"""Version 1 of the JSON API, mounted at ``/api/v1``; routers per area are included here."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from vetgateway.api.v1 import tokens
+
+PREFIX = "/api/v1"
+
+
+def build_router() -> APIRouter:
+    """A fresh router each call, so each app gets its own routes (no import-time wiring)."""
+    router = APIRouter(prefix=PREFIX)
+    router.include_router(tokens.router)
+    return router

@@ -1,0 +1,110 @@
+"""The ``vetgateway`` command line. Every command loads and validates settings first, so a bad
+setting stops it with one line naming the setting (exit code 2)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, NoReturn
+
+import typer
+
+from vetgateway.config import Settings, load_settings
+from vetgateway.errors import ConfigError, StorageError
+from vetgateway.logs import configure_logging
+from vetgateway.store import migrate
+from vetgateway.store.db import Database
+from vetgateway.store.models import Role
+from vetgateway.store.tokens import create_token
+
+app = typer.Typer(
+    help="Lab and device integration gateway for veterinary clinics.", no_args_is_help=True
+)
+tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"vetgateway: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _database(settings: Settings) -> Database:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return Database(settings.effective_database_url, pool_size=settings.db_pool_size)
+
+
+def _migrate(db: Database) -> None:
+    try:
+        migrate.upgrade(db)
+    except StorageError as exc:
+        _fail(f"cannot migrate the database: {exc}", code=1)
+
+
+@app.command()
+def run() -> None:
+    """Run every listener (and, with no broker URL, the pipeline worker) in one process."""
+    from vetgateway.gateway import Gateway
+
+    settings = _settings()
+    db = _database(settings)
+    _migrate(db)
+    try:
+        asyncio.run(Gateway(settings, db).serve())
+    except OSError as exc:
+        _fail(f"cannot listen: {exc}", code=1)
+    finally:
+        db.dispose()
+
+
+@app.command("migrate")
+def migrate_command(
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+) -> None:
+    """Bring the database schema to a revision (default: the newest)."""
+    settings = _settings()
+    db = _database(settings)
+    try:
+        _migrate(db) if revision == "head" else migrate.upgrade(db, revision)
+        typer.echo(f"database at revision {migrate.current_revision(db)}")
+    finally:
+        db.dispose()
+
+
+@tokens_app.command("create")
+def tokens_create(
+    role: Annotated[Role, typer.Option(help="what the token may do", case_sensitive=False)],
+    name: Annotated[str, typer.Option(help="who or what uses it (shown in the audit log)")],
+) -> None:
+    """Create an API token and print it once; only its hash is stored."""
+    settings = _settings()
+    db = _database(settings)
+    try:
+        _migrate(db)
+        with db.session() as session:
+            token, secret = create_token(session, name=name, role=role, actor="cli")
+            token_id = token.id
+    except StorageError as exc:
+        _fail(str(exc), code=1)
+    finally:
+        db.dispose()
+    typer.echo(secret)
+    typer.echo(
+        f"token {token_id} ({role.value}, {name!r}); store it now: it is not shown again", err=True
+    )
+
+
+def main() -> None:
+    app(prog_name="vetgateway")
+
+
+if __name__ == "__main__":
+    main()

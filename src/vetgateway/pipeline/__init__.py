@@ -1,0 +1,1 @@
+"""The result pipeline: broker set-up, thin idempotent actors, and the pure stages they call."""

@@ -1,0 +1,33 @@
+"""Which broker delivers pipeline work, chosen by ``VETGATEWAY_BROKER_URL``.
+
+The broker only delivers ids; the database is the queue of record (CONVENTIONS.md §1). So the
+embedded default can be an in-memory broker served by a worker inside ``vetgateway run``: after a
+crash the sweeper re-enqueues whatever the database still shows as unfinished.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+
+def create_broker(url: str) -> dramatiq.Broker:
+    """Empty → in-memory (served in-process); ``amqp://`` → RabbitMQ; ``redis://`` → Redis."""
+    if not url:
+        return StubBroker()
+    if url.startswith(("amqp://", "amqps://")):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        return RabbitmqBroker(url=url)
+    if url.startswith(("redis://", "rediss://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(url=url)  # type: ignore[no-untyped-call]
+    raise ValueError(f"unsupported broker URL scheme: {url.split(':', 1)[0]}")
+
+
+def start_embedded_worker(broker: dramatiq.Broker, threads: int = 2) -> dramatiq.Worker:
+    """Serve an in-memory broker from inside the gateway process."""
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    return worker

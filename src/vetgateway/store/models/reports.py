@@ -1,0 +1,166 @@
+"""Diagnostic reports (one per HL7 OBR or analyzer run), their results and attachments.
+
+Results are never edited in place: a correction is a new row (``version`` + 1) that points at the
+one it ``supersedes``, whose status becomes ``superseded``. ``value_text`` always keeps what the
+device sent, ``value_numeric`` the parsed number when there was one, with ``comparator`` for
+values such as ``<0.1``.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from vetgateway.store.models.base import (
+    Base,
+    BigId,
+    IdentityKey,
+    SoftDelete,
+    Timestamps,
+    UuidKey,
+    enum_type,
+)
+from vetgateway.store.models.patients import PatientIdentifiers
+
+
+class ReportStatus(enum.Enum):
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    CORRECTED = "corrected"
+    CANCELLED = "cancelled"
+
+
+class MatchStatus(enum.Enum):
+    MATCHED = "matched"
+    UNMATCHED = "unmatched"
+    REJECTED = "rejected"
+
+
+class ResultStatus(enum.Enum):
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    CORRECTED = "corrected"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+
+
+class Interpretation(enum.Enum):
+    """Our reading of a value against the reference interval, independent of the lab's flags."""
+
+    NORMAL = "normal"
+    LOW = "low"
+    HIGH = "high"
+    CRITICAL_LOW = "critical_low"
+    CRITICAL_HIGH = "critical_high"
+    ABNORMAL = "abnormal"
+    NOT_INTERPRETED = "not_interpreted"
+
+
+class MappingStatus(enum.Enum):
+    MAPPED = "mapped"
+    UNMAPPED = "unmapped"
+
+
+class DiagnosticReport(UuidKey, Timestamps, SoftDelete, PatientIdentifiers, Base):
+    """A report as received, with the patient identifiers and numbers the sender used, and the
+    outcome of matching it to an order. ``results`` loads only when asked for."""
+
+    __tablename__ = "diagnostic_reports"
+
+    inbound_message_id: Mapped[int | None] = mapped_column(
+        BigId, sa.ForeignKey("inbound_messages.id", ondelete="SET NULL"), index=True
+    )
+    order_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("diagnostic_orders.id", ondelete="SET NULL"), index=True
+    )
+    device_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("devices.id", ondelete="SET NULL"), index=True
+    )
+    clinic_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("clinics.id", ondelete="SET NULL"), index=True
+    )
+    accession_number: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    placer_number: Mapped[str | None] = mapped_column(sa.String(64))
+    filler_number: Mapped[str | None] = mapped_column(sa.String(64))
+    status: Mapped[ReportStatus] = mapped_column(enum_type(ReportStatus))
+    match_status: Mapped[MatchStatus] = mapped_column(
+        enum_type(MatchStatus), default=MatchStatus.UNMATCHED
+    )
+    match_reason: Mapped[str | None] = mapped_column(sa.Text())
+    observed_at: Mapped[datetime | None]
+    reported_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(sa.Integer(), default=1)
+    supersedes_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("diagnostic_reports.id", ondelete="SET NULL"), index=True
+    )
+
+    results: Mapped[list[LabResult]] = relationship(
+        back_populates="report",
+        lazy="raise",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="LabResult.id",
+    )
+
+
+class LabResult(IdentityKey, Timestamps, SoftDelete, Base):
+    """One observation (HL7 OBX, ASTM R record). ``interpretation`` is ours; the lab's own range
+    and flags are kept verbatim beside it."""
+
+    __tablename__ = "lab_results"
+
+    report_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("diagnostic_reports.id", ondelete="CASCADE"), index=True
+    )
+    test_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("catalogue_tests.id", ondelete="SET NULL"), index=True
+    )
+    source_code: Mapped[str] = mapped_column(sa.String(64))
+    source_name: Mapped[str | None] = mapped_column(sa.String(200))
+    value_numeric: Mapped[Decimal | None]
+    value_text: Mapped[str] = mapped_column(sa.Text())
+    comparator: Mapped[str | None] = mapped_column(sa.String(2))
+    unit: Mapped[str | None] = mapped_column(sa.String(32))
+    reference_range: Mapped[str | None] = mapped_column(sa.String(100))
+    lab_low: Mapped[Decimal | None]
+    lab_high: Mapped[Decimal | None]
+    lab_flags: Mapped[str | None] = mapped_column(sa.String(32))
+    interpretation: Mapped[Interpretation] = mapped_column(
+        enum_type(Interpretation), default=Interpretation.NOT_INTERPRETED
+    )
+    reference_interval_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("reference_intervals.id", ondelete="SET NULL"), index=True
+    )
+    status: Mapped[ResultStatus] = mapped_column(enum_type(ResultStatus))
+    mapping_status: Mapped[MappingStatus] = mapped_column(enum_type(MappingStatus))
+    set_id: Mapped[int | None] = mapped_column(sa.Integer())
+    # OBX-4 observation sub-id: a string in HL7 ("1", "1.2"), not a number.
+    sub_id: Mapped[str | None] = mapped_column(sa.String(20))
+    observed_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(sa.Integer(), default=1)
+    supersedes_id: Mapped[int | None] = mapped_column(
+        BigId, sa.ForeignKey("lab_results.id", ondelete="SET NULL"), index=True
+    )
+    comments: Mapped[str | None] = mapped_column(sa.Text())
+
+    report: Mapped[DiagnosticReport] = relationship(back_populates="results", lazy="raise")
+
+
+class ReportAttachment(IdentityKey, Timestamps, Base):
+    """A document sent with a report (PDF, image of a smear, histogram), stored as bytes."""
+
+    __tablename__ = "report_attachments"
+
+    report_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("diagnostic_reports.id", ondelete="CASCADE"), index=True
+    )
+    content_type: Mapped[str] = mapped_column(sa.String(127))
+    filename: Mapped[str | None] = mapped_column(sa.String(255))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    size: Mapped[int] = mapped_column(sa.BigInteger())
+    data: Mapped[bytes] = mapped_column(sa.LargeBinary())

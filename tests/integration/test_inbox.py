@@ -1,0 +1,225 @@
+"""The durable inbox on SQLite and PostgreSQL: what it stores, group commit, and failure."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.waiting import wait_until
+from vetgateway.errors import StorageError, StorageUnavailable
+from vetgateway.store.db import Database
+from vetgateway.store.inbox import Inbox, MessageMeta
+from vetgateway.store.models import InboundMessage, MessageStatus
+
+ODD_PAYLOADS = [
+    b"",
+    b"\x00\x01\x02\xff\xfe",
+    b"MSH|^~\\&|LAB|\xe9\xe8|x\r",  # Latin-1 bytes that are not UTF-8
+    bytes(range(256)) * 4,
+]
+
+
+def load(db: Database, message_id: int) -> InboundMessage:
+    with db.session(readonly=True) as s:
+        row = s.get(InboundMessage, message_id)
+        assert row is not None
+        return row
+
+
+def test_accept_stores_bytes_and_envelope(db: Database) -> None:
+    inbox = Inbox(db)
+    raw = b"MSH|^~\\&|IDEXX|LAB|VG|CLINIC|20261126||ORU^R01|CTRL1|P|2.5.1\r"
+    meta = MessageMeta(control_id="CTRL1", sender="IDEXX^LAB", message_type="ORU^R01")
+    message_id = inbox.accept(raw, "mllp", "127.0.0.1:5555", meta)
+    row = load(db, message_id)
+    assert row.raw == raw
+    assert row.size == len(raw)
+    assert row.sha256 == hashlib.sha256(raw).hexdigest()
+    assert (row.channel, row.peer) == ("mllp", "127.0.0.1:5555")
+    assert (row.control_id, row.sender, row.message_type) == ("CTRL1", "IDEXX^LAB", "ORU^R01")
+    assert row.status is MessageStatus.RECEIVED
+    assert row.received_at.tzinfo is UTC
+    assert row.attempts == 0
+
+
+@pytest.mark.parametrize("raw", ODD_PAYLOADS, ids=["empty", "binary", "latin1", "all-bytes"])
+def test_odd_bytes_are_stored_verbatim(db: Database, raw: bytes) -> None:
+    message_id = Inbox(db).accept(raw, "file", "inbox/x.hl7")
+    assert load(db, message_id).raw == raw
+
+
+def test_quarantine_reason_is_stored_with_the_bytes(db: Database) -> None:
+    meta = MessageMeta(quarantine_reason="MSH-10 (control id) is empty")
+    message_id = Inbox(db).accept(b"MSH|^~\\&|A|B\r", "mllp", "peer", meta)
+    row = load(db, message_id)
+    assert row.status is MessageStatus.QUARANTINED
+    assert row.error == "MSH-10 (control id) is empty"
+
+
+def test_concurrent_writers_each_get_their_own_row(db: Database) -> None:
+    inbox = Inbox(db)
+    results: dict[bytes, int] = {}
+    lock = threading.Lock()
+
+    def writer(n: int) -> None:
+        for i in range(40):
+            raw = f"writer {n} message {i}".encode()
+            message_id = inbox.accept(raw, "mllp", f"peer{n}")
+            with lock:
+                results[raw] = message_id
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results.values())) == 320
+    with db.session(readonly=True) as s:
+        stored = dict(s.execute(sa.select(InboundMessage.raw, InboundMessage.id)).all())
+    assert stored == results
+
+
+class GatedInbox(Inbox):
+    """An inbox whose first commit waits for the test, so followers queue behind it."""
+
+    def __init__(self, db: Database, **kwargs) -> None:
+        self.batches: list[int] = []
+        super().__init__(db, on_commit=self.batches.append, **kwargs)
+        self.gate = threading.Event()
+        self.in_commit = threading.Event()
+
+    def _commit(self, rows):
+        self.in_commit.set()
+        self.gate.wait(timeout=30)
+        return super()._commit(rows)
+
+
+def test_callers_arriving_during_a_commit_share_the_next_one(db: Database) -> None:
+    inbox = GatedInbox(db)
+    ids: list[int] = []
+    leader = threading.Thread(target=lambda: ids.append(inbox.accept(b"first", "t", "p")))
+    leader.start()
+    assert inbox.in_commit.wait(timeout=10)
+    followers = [
+        threading.Thread(target=lambda n=n: ids.append(inbox.accept(f"f{n}".encode(), "t", "p")))
+        for n in range(5)
+    ]
+    for t in followers:
+        t.start()
+    wait_until(lambda: len(inbox._queue) == 5)
+    assert ids == []  # nobody is released before the commit that holds their row
+    inbox.gate.set()
+    for t in [leader, *followers]:
+        t.join(timeout=30)
+    assert inbox.batches == [1, 5]
+    assert len(set(ids)) == 6
+
+
+def test_batches_are_capped_at_max_batch(db: Database) -> None:
+    inbox = GatedInbox(db, max_batch=2)
+    threads = [threading.Thread(target=inbox.accept, args=(b"x", "t", "p")) for _ in range(6)]
+    threads[0].start()
+    assert inbox.in_commit.wait(timeout=10)
+    for t in threads[1:]:
+        t.start()
+    wait_until(lambda: len(inbox._queue) == 5)
+    inbox.gate.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert inbox.batches == [1, 2, 2, 1]
+
+
+def unreachable_databases(tmp_path: Path) -> list[str]:
+    directory = tmp_path / "a-directory-not-a-file"
+    directory.mkdir()
+    return [f"sqlite:///{directory}", "postgresql+psycopg://postgres@127.0.0.1:1/none"]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["sqlite", "postgresql"])
+def test_unreachable_database_raises_storage_unavailable(tmp_path: Path, which: int) -> None:
+    db = Database(unreachable_databases(tmp_path)[which])
+    inbox = Inbox(db)
+    for _ in range(2):  # the second call must not hang on a leader that never handed over
+        with pytest.raises(StorageUnavailable):
+            inbox.accept(b"MSH|", "mllp", "peer")
+    db.dispose()
+
+
+def test_a_failed_commit_fails_every_caller_in_its_batch(db: Database) -> None:
+    class BrokenOnce(GatedInbox):
+        def _commit(self, rows):
+            self.in_commit.set()
+            self.gate.wait(timeout=30)
+            if not self.batches and len(rows) == 1:
+                self.batches.append(-1)
+                raise StorageUnavailable("disk full")
+            return Inbox._commit(self, rows)
+
+    inbox = BrokenOnce(db)
+    outcomes: list[object] = []
+
+    def call(raw: bytes) -> None:
+        try:
+            outcomes.append(inbox.accept(raw, "t", "p"))
+        except StorageError as exc:
+            outcomes.append(exc)
+
+    first = threading.Thread(target=call, args=(b"first",))
+    first.start()
+    assert inbox.in_commit.wait(timeout=10)
+    later = [threading.Thread(target=call, args=(f"l{n}".encode(),)) for n in range(3)]
+    for t in later:
+        t.start()
+    wait_until(lambda: len(inbox._queue) == 3)
+    inbox.gate.set()
+    for t in [first, *later]:
+        t.join(timeout=30)
+    errors = [o for o in outcomes if isinstance(o, StorageError)]
+    stored = [o for o in outcomes if isinstance(o, int)]
+    assert len(errors) == 1
+    assert len(stored) == 3
+    with db.session(readonly=True) as s:
+        raws = set(s.scalars(sa.select(InboundMessage.raw)))
+    assert raws == {b"l0", b"l1", b"l2"}
+
+
+WRITER = """
+import sys
+from vetgateway.store.db import Database
+from vetgateway.store.inbox import Inbox
+inbox = Inbox(Database(sys.argv[1]))
+i = 0
+while True:
+    message_id = inbox.accept(f"kill-test {i}".encode(), "mllp", "peer")
+    print(message_id, flush=True)
+    i += 1
+"""
+
+
+def test_every_returned_id_survives_sigkill(db: Database) -> None:
+    """What accept() returned before a SIGKILL is in the database afterwards."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    acknowledged: list[int] = []
+    with subprocess.Popen(
+        [sys.executable, "-c", WRITER, db.url], stdout=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            acknowledged.append(int(line))
+            if len(acknowledged) >= 200:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    with db.session(readonly=True) as s:
+        stored = set(s.scalars(sa.select(InboundMessage.id)))
+    assert set(acknowledged) <= stored
