@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from vetgateway.api import create_app
 from vetgateway.config import Settings
 from vetgateway.store.db import Database
 from vetgateway.store.models import Role
 from vetgateway.store.tokens import create_token
-
-# starlette 1.x prefers httpx2 for its TestClient and warns (an error under our filterwarnings)
-# when it finds only httpx 0.28, which is what the lock pins. The client works the same; the
-# warning is silenced here alone until httpx2 joins the dev dependencies.
-with warnings.catch_warnings():
-    warnings.filterwarnings(
-        "ignore", message="Using `httpx` with `starlette.testclient` is deprecated"
-    )
-    from fastapi.testclient import TestClient
 
 __all__ = ["TestClient", "bearer", "build_app", "issue"]
 

@@ -93,11 +93,14 @@ class GatedInbox(Inbox):
 
     def __init__(self, db: Database, **kwargs) -> None:
         self.batches: list[int] = []
+        kwargs.setdefault("commit_slots", 1)
         super().__init__(db, on_commit=self.batches.append, **kwargs)
         self.gate = threading.Event()
         self.in_commit = threading.Event()
+        self.commits_started = 0
 
     def _commit(self, rows):
+        self.commits_started += 1
         self.in_commit.set()
         self.gate.wait(timeout=30)
         return super()._commit(rows)
@@ -136,6 +139,46 @@ def test_batches_are_capped_at_max_batch(db: Database) -> None:
     for t in threads:
         t.join(timeout=30)
     assert inbox.batches == [1, 2, 2, 1]
+
+
+def test_two_commit_slots_let_a_second_batch_start_while_the_first_is_in_flight(
+    db: Database,
+) -> None:
+    inbox = GatedInbox(db, commit_slots=2)
+    threads = [
+        threading.Thread(target=inbox.accept, args=(f"m{n}".encode(), "t", "p")) for n in range(7)
+    ]
+    for t in threads:
+        t.start()
+    wait_until(lambda: inbox.commits_started == 2 and len(inbox._queue) == 5)
+    inbox.gate.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert sum(inbox.batches) == 7
+    assert sorted(inbox.batches) == [1, 1, 5]  # two in flight at once, then the five queued
+    assert inbox._leaders == 0
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3])
+def test_many_writers_many_slots_every_row_stored_once(db: Database, slots: int) -> None:
+    inbox = Inbox(db, commit_slots=slots, max_batch=4)
+    returned: list[int] = []
+
+    def writer(n: int) -> None:
+        for i in range(25):
+            returned.append(inbox.accept(f"{n}/{i}".encode(), "t", "p"))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    with db.session(readonly=True) as s:
+        stored = sorted(s.scalars(sa.select(InboundMessage.id)))
+    assert sorted(returned) == stored
+    assert len(stored) == 300
+    assert inbox._leaders == 0
 
 
 def unreachable_databases(tmp_path: Path) -> list[str]:

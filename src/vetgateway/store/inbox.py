@@ -5,11 +5,16 @@ durability settings), so an adapter that acknowledges after it returns never ack
 that a crash could lose. It never rejects odd bytes: whatever arrived is stored as given.
 
 **Group commit.** A commit costs one fsync (SQLite) or one WAL flush (PostgreSQL), and that, not
-the INSERT, is what limits a single writer. When several adapters accept at once, the first caller
-becomes the *leader*: it takes everything queued so far (up to ``max_batch``), inserts it in one
-transaction, commits, and releases each caller with its own id. Callers that arrived during that
-commit queue up, and the oldest of them leads the next batch. No caller returns before the commit
-that holds its row, and a single writer pays no hand-off: it leads its own batch of one.
+the INSERT, limits a single writer. Callers queue their rows; a caller that finds a free commit
+slot becomes a *leader*: it takes everything queued so far (up to ``max_batch``), inserts it in one
+transaction, commits, and releases each caller in that batch with its own id. Callers that arrive
+meanwhile queue up, and when a leader finishes it hands its slot to the oldest waiting caller, who
+leads the next batch. No caller returns before the commit that holds its row, and a single writer
+pays no hand-off: it leads its own batch of one.
+
+PostgreSQL gets two commit slots by default, so one batch is being built and sent while the other
+waits for its WAL flush (the server groups concurrent flushes itself). SQLite gets one: it has a
+single writer lock, so a second slot would only queue on it.
 """
 
 from __future__ import annotations
@@ -44,21 +49,71 @@ class MessageMeta:
 
 
 class _Pending:
-    """One caller's row, waiting for the commit that holds it."""
+    """One caller's row. ``wake`` is set when the row is finished or the caller must lead."""
 
-    __slots__ = ("done", "error", "leads_next", "message_id", "row")
+    __slots__ = ("error", "finished", "message_id", "promoted", "row", "wake")
 
     def __init__(self, row: dict[str, Any]) -> None:
         self.row = row
-        self.done = threading.Event()
-        self.leads_next = False
+        self.wake = threading.Event()
+        self.promoted = False
+        self.finished = False
         self.message_id: MessageId | None = None
         self.error: BaseException | None = None
 
 
-_TABLE = sa.Table("inbound_messages", InboundMessage.metadata)
-# Core, not the ORM unit of work: one multi-row INSERT ... RETURNING per batch, ids in row order.
-_INSERT = sa.insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
+_COLUMNS = (
+    "channel", "peer", "received_at", "raw", "size", "sha256", "control_id", "sender",
+    "message_type", "meta", "status", "error", "attempts",
+)  # fmt: skip
+
+
+class _BatchInsert:
+    """The hot-path INSERT at the driver level, with SQLAlchemy's own per-column bind processing,
+    so rows are stored exactly as the ORM reads them but without ORM or Core statement overhead.
+
+    PostgreSQL: ``executemany(..., returning=True)`` pipelines one INSERT per row in a single
+    round trip and yields ids in row order. SQLite: the inserts are in-process, a loop is cheap.
+    """
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        table = InboundMessage.__table__
+        self._dialect = dialect.name
+        self._processors = [
+            table.c[name].type._cached_bind_processor(dialect)
+            for name in _COLUMNS
+        ]
+        if dialect.name == "postgresql":
+            values = ", ".join("%s::messagestatus" if c == "status" else "%s" for c in _COLUMNS)
+        else:
+            values = ", ".join("?" for _ in _COLUMNS)
+        columns = ", ".join(_COLUMNS)  # fixed names above, never input
+        self._sql = f"INSERT INTO inbound_messages ({columns}) VALUES ({values}) RETURNING id"  # noqa: S608
+
+    def params(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            row[name] if process is None else process(row[name])
+            for name, process in zip(_COLUMNS, self._processors, strict=True)
+        )
+
+    def __call__(self, connection: sa.Connection, rows: list[dict[str, Any]]) -> list[MessageId]:
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if self._dialect == "postgresql":
+                cursor.executemany(self._sql, [self.params(r) for r in rows], returning=True)
+                ids = []
+                while True:
+                    ids.append(MessageId(cursor.fetchone()[0]))
+                    if not cursor.nextset():
+                        break
+                return ids
+            ids = []
+            for row in rows:
+                cursor.execute(self._sql, self.params(row))
+                ids.append(MessageId(cursor.fetchone()[0]))
+            return ids
+        finally:
+            cursor.close()
 
 
 class Inbox:
@@ -69,16 +124,19 @@ class Inbox:
         db: Database,
         *,
         max_batch: int = 256,
+        commit_slots: int | None = None,
         clock: Callable[[], datetime] = utcnow,
         on_commit: Callable[[int], None] | None = None,
     ) -> None:
         self._db = db
+        self._insert = _BatchInsert(db.engine.dialect)
         self._max_batch = max_batch
+        self._slots = commit_slots or (2 if db.dialect == "postgresql" else 1)
         self._clock = clock
         self._on_commit = on_commit
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
-        self._leader_active = False
+        self._leaders = 0  # commit slots held, by leaders and by callers promoted to lead
 
     def accept(
         self, raw: bytes, channel: str, peer: str, meta: MessageMeta | None = None
@@ -91,13 +149,21 @@ class Inbox:
         pending = _Pending(self._row(raw, channel, peer, meta or MessageMeta()))
         with self._lock:
             self._queue.append(pending)
-            lead = not self._leader_active
-            self._leader_active = True
-        if not lead:
-            pending.done.wait()
-            lead = pending.leads_next
-        if lead:
-            self._lead()
+            lead = self._leaders < self._slots
+            if lead:
+                self._leaders += 1
+        while True:
+            if lead:
+                self._lead_one_batch()
+            pending.wake.wait()
+            with self._lock:
+                pending.wake.clear()
+                lead = pending.promoted
+                pending.promoted = False
+                if pending.finished and not lead:
+                    break
+                if pending.finished:  # promoted too: lead the batch it was handed, then return
+                    pending.wake.set()
         if pending.error is not None:
             raise pending.error
         assert pending.message_id is not None
@@ -121,11 +187,27 @@ class Inbox:
             "attempts": 0,
         }
 
-    def _lead(self) -> None:
-        """Commit one batch from the head of the queue, then hand leadership on."""
+    def _lead_one_batch(self) -> None:
+        """Commit one batch from the head of the queue, release its callers, pass the slot on."""
         with self._lock:
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
+        try:
+            if batch:
+                self._commit_batch(batch)
+        finally:
+            with self._lock:
+                for p in batch:
+                    p.finished = True
+                    p.wake.set()
+                successor = next((p for p in self._queue if not p.promoted), None)
+                if successor is None:
+                    self._leaders -= 1
+                else:
+                    successor.promoted = True
+                    successor.wake.set()
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
             ids = self._commit([p.row for p in batch])
         except StorageError as exc:
@@ -142,19 +224,6 @@ class Inbox:
             for p in batch:
                 if p.message_id is None and p.error is None:
                     p.error = StorageError("inbox commit was interrupted; nothing was acknowledged")
-            with self._lock:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.leads_next = True
-                    successor.done.set()
-                else:
-                    self._leader_active = False
-            for p in batch:
-                if not p.leads_next:
-                    p.done.set()
 
     def _commit(self, rows: list[dict[str, Any]]) -> list[MessageId]:
-        def insert(connection: sa.Connection) -> list[MessageId]:
-            return [MessageId(row_id) for row_id in connection.execute(_INSERT, rows).scalars()]
-
-        return self._db.write(insert)
+        return self._db.write(lambda connection: self._insert(connection, rows))

@@ -1,0 +1,149 @@
+"""The ``vetgateway`` command as an operator runs it: a real process, real signals, real ports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from vetgateway.store import migrate
+from vetgateway.store.db import Database
+
+VETGATEWAY = str(Path(sys.executable).with_name("vetgateway"))
+
+
+def environment(data_dir: Path, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VETGATEWAY_")}
+    env["VETGATEWAY_DATA_DIR"] = str(data_dir)
+    env.update({f"VETGATEWAY_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def vetgateway(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [VETGATEWAY, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("http_port", "eighty"),
+        ("http_port", "70000"),
+        ("broker_url", "kafka://x"),
+        ("database_url", "mysql://x"),
+    ],
+)
+def test_a_bad_setting_stops_with_one_line_naming_it(
+    tmp_path: Path, setting: str, value: str
+) -> None:
+    result = vetgateway("run", env=environment(tmp_path, **{setting: value}))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert f"VETGATEWAY_{setting.upper()}" in lines[0]
+
+
+def test_a_bad_config_file_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text("http_port = [not toml")
+    result = vetgateway("migrate", env=environment(tmp_path, config=str(config)))
+    assert result.returncode == 2
+    assert "VETGATEWAY_CONFIG" in result.stderr
+    assert str(config) in result.stderr
+
+
+def test_settings_come_from_the_config_file(tmp_path: Path) -> None:
+    db_path = tmp_path / "from-config.db"
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'database_url = "sqlite:///{db_path}"\n')
+    result = vetgateway("migrate", env=environment(tmp_path, config=str(config)))
+    assert result.returncode == 0, result.stderr
+    assert db_path.exists()
+
+
+@pytest.mark.parametrize("fresh_database_url", ["sqlite", "postgresql"], indirect=True)
+def test_migrate_brings_an_empty_database_to_head(tmp_path: Path, fresh_database_url: str) -> None:
+    result = vetgateway("migrate", env=environment(tmp_path, database_url=fresh_database_url))
+    assert result.returncode == 0, result.stderr
+    head = migrate.head_revision()
+    assert f"database at revision {head}" in result.stdout
+    db = Database(fresh_database_url)
+    assert migrate.current_revision(db) == head
+    db.dispose()
+
+
+def test_tokens_create_prints_the_secret_once_and_stores_its_hash(tmp_path: Path) -> None:
+    result = vetgateway(
+        "tokens", "create", "--role", "device", "--name", "IDEXX", env=environment(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    secret = result.stdout.strip()
+    assert secret.startswith("vgw_")
+    assert "not shown again" in result.stderr
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'vetgateway.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT name, role, token_hash FROM api_tokens")).all()
+    engine.dispose()
+    assert rows == [("IDEXX", "device", hashlib.sha256(secret.encode()).hexdigest())]
+
+
+def test_tokens_create_refuses_an_unknown_role(tmp_path: Path) -> None:
+    result = vetgateway(
+        "tokens", "create", "--role", "owner", "--name", "x", env=environment(tmp_path)
+    )
+    assert result.returncode != 0
+    assert "owner" in result.stderr
+
+
+class RunningGateway:
+    def __init__(self, proc: subprocess.Popen[str], http: str) -> None:
+        self.proc = proc
+        self.http = http
+
+    def get(self, path: str) -> tuple[int, dict[str, object]]:
+        try:
+            with urllib.request.urlopen(self.http + path, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[RunningGateway]:
+    env = environment(tmp_path, http_port="0", mllp_port="0", astm_port="0", dicom_port="0")
+    with subprocess.Popen(
+        [VETGATEWAY, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("vetgateway: http"), line + proc.stderr.read()
+        yield RunningGateway(proc, line.split()[2])
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_serves_on_embedded_defaults_and_stops_cleanly(
+    gateway: RunningGateway, tmp_path: Path, sig: signal.Signals
+) -> None:
+    assert gateway.get("/healthz") == (200, {"status": "ok"})
+    status, body = gateway.get("/readyz")
+    assert status == 200, body
+    db = Database(f"sqlite:///{tmp_path / 'vetgateway.db'}")
+    assert migrate.current_revision(db) == migrate.head_revision()
+    db.dispose()
+    gateway.proc.send_signal(sig)
+    assert gateway.proc.wait(timeout=30) == 0
+    assert gateway.proc.stderr is not None
+    events = [json.loads(line) for line in gateway.proc.stderr.read().splitlines()]
+    assert "gateway stopped" in [e["event"] for e in events]
