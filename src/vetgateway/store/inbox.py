@@ -79,10 +79,7 @@ class _BatchInsert:
     def __init__(self, dialect: sa.Dialect) -> None:
         table = InboundMessage.__table__
         self._dialect = dialect.name
-        self._processors = [
-            table.c[name].type._cached_bind_processor(dialect)
-            for name in _COLUMNS
-        ]
+        self._processors = [table.c[name].type._cached_bind_processor(dialect) for name in _COLUMNS]
         if dialect.name == "postgresql":
             values = ", ".join("%s::messagestatus" if c == "status" else "%s" for c in _COLUMNS)
         else:
