@@ -266,3 +266,67 @@ def test_every_returned_id_survives_sigkill(db: Database) -> None:
     with db.session(readonly=True) as s:
         stored = set(s.scalars(sa.select(InboundMessage.id)))
     assert set(acknowledged) <= stored
+
+
+ORU = b"MSH|^~\\&|LAB|IDEXX|VG|CLINIC|20261126||ORU^R01|CTRL7|P|2.5.1\rPID|1||P1\r"
+IDEXX = MessageMeta(control_id="CTRL7", sender="LAB^IDEXX")
+
+
+def test_identical_resend_returns_the_original_and_stores_nothing_new(db: Database) -> None:
+    inbox = Inbox(db)
+    first = inbox.receive(ORU, "mllp", "peer-a", IDEXX)
+    again = inbox.receive(ORU, "mllp", "peer-b", IDEXX)
+    assert not first.duplicate
+    assert again.duplicate
+    assert (again.message_id, again.received_at) == (first.message_id, first.received_at)
+    with db.session(readonly=True) as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(InboundMessage)) == 1
+
+
+def test_identical_messages_in_one_batch_are_one_row(db: Database) -> None:
+    inbox = GatedInbox(db)
+    leader = threading.Thread(target=inbox.receive, args=(b"x", "t", "p"))
+    leader.start()
+    assert inbox.in_commit.wait(timeout=10)
+    twins: list = []
+    threads = [
+        threading.Thread(target=lambda: twins.append(inbox.receive(ORU, "t", "p", IDEXX)))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(inbox._queue) == 2)
+    inbox.gate.set()
+    for t in [leader, *threads]:
+        t.join(timeout=30)
+    assert inbox.batches == [1, 2]  # both twins went into the same transaction
+    assert twins[0].message_id == twins[1].message_id
+    assert sorted(r.duplicate for r in twins) == [False, True]
+
+
+def test_same_control_id_other_bytes_is_stored_and_held_for_review(db: Database) -> None:
+    inbox = Inbox(db)
+    original = inbox.receive(ORU, "mllp", "peer", IDEXX)
+    changed = inbox.receive(ORU.replace(b"P1", b"P2"), "mllp", "peer", IDEXX)
+    assert changed.message_id != original.message_id
+    assert changed.collision_with == original.message_id
+    assert not changed.duplicate
+    row = load(db, changed.message_id)
+    assert row.status is MessageStatus.QUARANTINED
+    assert row.error is not None
+    assert f"message {original.message_id}" in row.error
+    assert load(db, original.message_id).status is MessageStatus.RECEIVED
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [MessageMeta(), MessageMeta(control_id="CTRL7", sender="OTHER^LAB")],
+    ids=["no-control-id", "other-sender"],
+)
+def test_only_the_same_sender_and_control_id_make_a_resend(db: Database, meta: MessageMeta) -> None:
+    inbox = Inbox(db)
+    first = inbox.receive(ORU, "file", "a.hl7", IDEXX)
+    second = inbox.receive(ORU, "file", "b.hl7", meta)
+    assert second.message_id != first.message_id
+    assert not second.duplicate
+    assert second.collision_with is None

@@ -12,6 +12,12 @@ meanwhile queue up, and when a leader finishes it hands its slot to the oldest w
 leads the next batch. No caller returns before the commit that holds its row, and a single writer
 pays no hand-off: it leads its own batch of one.
 
+**Resends and collisions.** A message whose sender, control id and bytes equal a stored one is not
+stored again: ``receive`` returns the original's id and time with ``duplicate=True``, so the adapter
+can answer exactly as it did the first time (RELIABILITY R01, R07, R10). The same sender and control
+id with *other* bytes is stored, quarantined for review and reported as ``collision_with`` (R08):
+never merged, never dropped. Both are decided inside the batch's transaction, at no extra commit.
+
 PostgreSQL gets two commit slots by default, so one batch is being built and sent while the other
 waits for its WAL flush (the server groups concurrent flushes itself). SQLite gets one: it has a
 single writer lock, so a second slot would only queue on it.
@@ -23,7 +29,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NewType
 
 import sqlalchemy as sa
@@ -48,17 +54,29 @@ class MessageMeta:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the inbox did with one message; ``message_id`` is durable when this is returned."""
+
+    message_id: MessageId
+    received_at: datetime
+    # The same sender, control id and bytes were stored before: message_id is that original.
+    duplicate: bool = False
+    # The same sender and control id with other bytes is stored as this one: held for review.
+    collision_with: MessageId | None = None
+
+
 class _Pending:
     """One caller's row. ``wake`` is set when the row is finished or the caller must lead."""
 
-    __slots__ = ("error", "finished", "message_id", "promoted", "row", "wake")
+    __slots__ = ("error", "finished", "promoted", "receipt", "row", "wake")
 
     def __init__(self, row: dict[str, Any]) -> None:
         self.row = row
         self.wake = threading.Event()
         self.promoted = False
         self.finished = False
-        self.message_id: MessageId | None = None
+        self.receipt: Receipt | None = None
         self.error: BaseException | None = None
 
 
@@ -74,18 +92,32 @@ class _BatchInsert:
 
     PostgreSQL: ``executemany(..., returning=True)`` pipelines one INSERT per row in a single
     round trip and yields ids in row order. SQLite: the inserts are in-process, a loop is cheap.
+    Resends (``ON CONFLICT DO NOTHING`` returns no id) and collisions are looked up afterwards,
+    in the same transaction; both are rare, so they cost nothing on the common path.
     """
 
     def __init__(self, dialect: sa.Dialect) -> None:
         table = InboundMessage.__table__
-        self._dialect = dialect.name
+        self._pg = dialect.name == "postgresql"
         self._processors = [table.c[name].type._cached_bind_processor(dialect) for name in _COLUMNS]
-        if dialect.name == "postgresql":
-            values = ", ".join("%s::messagestatus" if c == "status" else "%s" for c in _COLUMNS)
-        else:
-            values = ", ".join("?" for _ in _COLUMNS)
+        mark = "%s" if self._pg else "?"
+        self._mark = mark
+        values = ", ".join(
+            f"{mark}::messagestatus" if self._pg and c == "status" else mark for c in _COLUMNS
+        )
         columns = ", ".join(_COLUMNS)  # fixed names above, never input
-        self._sql = f"INSERT INTO inbound_messages ({columns}) VALUES ({values}) RETURNING id"  # noqa: S608
+        self._insert = (
+            f"INSERT INTO inbound_messages ({columns}) VALUES ({values})"
+            " ON CONFLICT (sender, control_id, sha256) DO NOTHING RETURNING id"
+        )
+        self._find_original = (
+            "SELECT id, received_at FROM inbound_messages"
+            f" WHERE sender = {mark} AND control_id = {mark} AND sha256 = {mark}"
+        )
+        self._quarantine = (
+            f"UPDATE inbound_messages SET status = 'quarantined', error = {mark} WHERE id = {mark}"
+        )
+        self._received_at = table.c.received_at.type._cached_result_processor(dialect, None)
 
     def params(self, row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(
@@ -93,24 +125,79 @@ class _BatchInsert:
             for name, process in zip(_COLUMNS, self._processors, strict=True)
         )
 
-    def __call__(self, connection: sa.Connection, rows: list[dict[str, Any]]) -> list[MessageId]:
+    def __call__(self, connection: sa.Connection, rows: list[dict[str, Any]]) -> list[Receipt]:
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            if self._dialect == "postgresql":
-                cursor.executemany(self._sql, [self.params(r) for r in rows], returning=True)
-                ids = []
-                while True:
-                    ids.append(MessageId(cursor.fetchone()[0]))
-                    if not cursor.nextset():
-                        break
-                return ids
-            ids = []
-            for row in rows:
-                cursor.execute(self._sql, self.params(row))
-                ids.append(MessageId(cursor.fetchone()[0]))
-            return ids
+            ids = self._insert_rows(cursor, rows)
+            receipts = [
+                self._resend(cursor, row) if row_id is None else Receipt(row_id, row["received_at"])
+                for row, row_id in zip(rows, ids, strict=True)
+            ]
+            return self._flag_collisions(cursor, rows, receipts)
         finally:
             cursor.close()
+
+    def _insert_rows(self, cursor: Any, rows: list[dict[str, Any]]) -> list[MessageId | None]:
+        ids: list[MessageId | None] = []
+        if self._pg:
+            cursor.executemany(self._insert, [self.params(r) for r in rows], returning=True)
+            while True:
+                found = cursor.fetchone()
+                ids.append(None if found is None else MessageId(found[0]))
+                if not cursor.nextset():
+                    return ids
+        for row in rows:
+            cursor.execute(self._insert, self.params(row))
+            found = cursor.fetchone()
+            ids.append(None if found is None else MessageId(found[0]))
+        return ids
+
+    def _resend(self, cursor: Any, row: dict[str, Any]) -> Receipt:
+        cursor.execute(self._find_original, (row["sender"], row["control_id"], row["sha256"]))
+        original_id, received_at = cursor.fetchone()
+        if self._received_at is not None:
+            received_at = self._received_at(received_at)
+        return Receipt(MessageId(original_id), _as_utc(received_at), duplicate=True)
+
+    def _flag_collisions(
+        self, cursor: Any, rows: list[dict[str, Any]], receipts: list[Receipt]
+    ) -> list[Receipt]:
+        fresh = [
+            (receipt.message_id, row["sender"], row["control_id"], row["sha256"])
+            for row, receipt in zip(rows, receipts, strict=True)
+            if not receipt.duplicate and row["control_id"] is not None
+        ]
+        if not fresh:
+            return receipts
+        m = self._mark
+        one = f"({m}::bigint, {m}, {m}, {m})" if self._pg else f"({m}, {m}, {m}, {m})"
+        cursor.execute(
+            f"WITH v(id, sender, control_id, sha256) AS (VALUES {', '.join([one] * len(fresh))})"
+            " SELECT v.id, min(m.id) FROM v JOIN inbound_messages m ON m.sender = v.sender"
+            " AND m.control_id = v.control_id AND m.sha256 <> v.sha256 AND m.id < v.id"
+            " GROUP BY v.id",
+            [value for values in fresh for value in values],
+        )
+        earlier = {MessageId(new): MessageId(old) for new, old in cursor.fetchall()}
+        for message_id, original in earlier.items():
+            cursor.execute(
+                self._quarantine,
+                (
+                    f"control id collision: message {original} from the same sender has the same"
+                    " control id with different content; held for review, not processed",
+                    message_id,
+                ),
+            )
+        return [
+            Receipt(r.message_id, r.received_at, collision_with=earlier[r.message_id])
+            if r.message_id in earlier
+            else r
+            for r in receipts
+        ]
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class Inbox:
@@ -138,11 +225,17 @@ class Inbox:
     def accept(
         self, raw: bytes, channel: str, peer: str, meta: MessageMeta | None = None
     ) -> MessageId:
-        """Store ``raw`` durably and return its id.
+        """Store ``raw`` durably and return its id (the original's, for an identical resend).
 
         Raises ``StorageError`` (``StorageUnavailable`` when the database is down or full) if the
         row could not be committed; the caller must then not acknowledge the sender.
         """
+        return self.receive(raw, channel, peer, meta).message_id
+
+    def receive(
+        self, raw: bytes, channel: str, peer: str, meta: MessageMeta | None = None
+    ) -> Receipt:
+        """Like ``accept``, with what an adapter needs to answer: time, resend, collision."""
         pending = _Pending(self._row(raw, channel, peer, meta or MessageMeta()))
         with self._lock:
             self._queue.append(pending)
@@ -163,8 +256,8 @@ class Inbox:
                     pending.wake.set()
         if pending.error is not None:
             raise pending.error
-        assert pending.message_id is not None
-        return pending.message_id
+        assert pending.receipt is not None
+        return pending.receipt
 
     def _row(self, raw: bytes, channel: str, peer: str, meta: MessageMeta) -> dict[str, Any]:
         quarantined = meta.quarantine_reason is not None
@@ -206,21 +299,21 @@ class Inbox:
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
-            ids = self._commit([p.row for p in batch])
+            receipts = self._commit([p.row for p in batch])
         except StorageError as exc:
             for p in batch:
                 p.error = exc
         else:
-            for p, message_id in zip(batch, ids, strict=True):
-                p.message_id = message_id
+            for p, receipt in zip(batch, receipts, strict=True):
+                p.receipt = receipt
             if self._on_commit is not None:
                 self._on_commit(len(batch))
         finally:
             # Whatever happened (even our own bug), nobody waits forever and nobody is told
             # "stored" for a row that has no id.
             for p in batch:
-                if p.message_id is None and p.error is None:
+                if p.receipt is None and p.error is None:
                     p.error = StorageError("inbox commit was interrupted; nothing was acknowledged")
 
-    def _commit(self, rows: list[dict[str, Any]]) -> list[MessageId]:
+    def _commit(self, rows: list[dict[str, Any]]) -> list[Receipt]:
         return self._db.write(lambda connection: self._insert(connection, rows))

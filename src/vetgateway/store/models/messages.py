@@ -35,7 +35,16 @@ class InboundMessage(IdentityKey, Timestamps, Base):
     __tablename__ = "inbound_messages"
     __table_args__ = (
         sa.Index("ix_inbound_messages_status_next_attempt", "status", "next_attempt_at"),
-        sa.Index("ix_inbound_messages_sender_control_id", "sender", "control_id"),
+        # A resend of the same message (same sender, control id and bytes) is one row: the
+        # inbox's INSERT ... ON CONFLICT DO NOTHING finds the original and replays its answer.
+        # It also serves the collision check (same sender and control id, other bytes).
+        sa.Index(
+            "uq_inbound_messages_sender_control_id_sha256",
+            "sender",
+            "control_id",
+            "sha256",
+            unique=True,
+        ),
     )
 
     channel: Mapped[str] = mapped_column(sa.String(64))

@@ -276,10 +276,10 @@ def upgrade() -> None:
         op.f("ix_inbound_messages_received_at"), "inbound_messages", ["received_at"], unique=False
     )
     op.create_index(
-        "ix_inbound_messages_sender_control_id",
+        "uq_inbound_messages_sender_control_id_sha256",
         "inbound_messages",
-        ["sender", "control_id"],
-        unique=False,
+        ["sender", "control_id", "sha256"],
+        unique=True,
     )
     op.create_index(
         op.f("ix_inbound_messages_sha256"), "inbound_messages", ["sha256"], unique=False
