@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -64,6 +64,20 @@ class Settings(BaseSettings):
     astm_port: Port = Field(default=5001, ge=0, le=65535)
     dicom_port: Port = Field(default=11112, ge=0, le=65535)
     log_level: str = "INFO"
+    # HL7 v2 over MLLP (see adapters/mllp/server.py for what each limit guards against)
+    mllp_max_message_size: int = Field(default=16 * 1024 * 1024, ge=1024)
+    mllp_frame_timeout: float = Field(default=30.0, gt=0)
+    mllp_idle_timeout: float = Field(default=600.0, gt=0)
+    mllp_max_connections: int = Field(default=512, ge=1)
+    mllp_max_connections_per_peer: int = Field(default=64, ge=1)
+    mllp_tls_cert: Path | None = None
+    mllp_tls_key: Path | None = None
+    mllp_tls_client_ca: Path | None = Field(default=None, description="set: mutual TLS")
+    # What HL7 channels accept; anything else is answered AR and quarantined.
+    hl7_accepted_types: tuple[str, ...] = ("ORU^R01", "ORM^O01", "OML^O21")
+    hl7_processing_ids: tuple[str, ...] = ("P",)
+    hl7_default_encoding: str = "utf-8"
+    intake_threads: int = Field(default=64, ge=1, le=1024)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     inbox_max_batch: int = Field(default=256, ge=1, le=10_000)
 
@@ -88,6 +102,14 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return level
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.mllp_tls_cert is None) != (self.mllp_tls_key is None):
+            raise ValueError(f"{ENV_PREFIX}MLLP_TLS_CERT and {ENV_PREFIX}MLLP_TLS_KEY go together")
+        if self.mllp_tls_client_ca is not None and self.mllp_tls_cert is None:
+            raise ValueError(f"{ENV_PREFIX}MLLP_TLS_CLIENT_CA needs a certificate and key too")
+        return self
 
     @property
     def effective_database_url(self) -> str:
@@ -118,7 +140,10 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = ".".join(str(part) for part in first["loc"]) or "settings"
+        message = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a rule across settings; its message names them
+            raise ConfigError(message) from exc
+        name = ".".join(str(part) for part in first["loc"])
         value = first.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {first['msg']}{shown}") from exc
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {message}{shown}") from exc

@@ -1,8 +1,9 @@
 """The gateway process: every listener, and (with no broker URL) the pipeline worker, in one
 asyncio loop that stops cleanly on SIGTERM or SIGINT.
 
-Listeners are added here as they are built; each is started only after the database is migrated
-and stopped before the database is released, so nothing is accepted that cannot be stored.
+Listeners start only after the database is migrated and are closed before it is released, so
+nothing is accepted that cannot be stored. Blocking store calls (the inbox waits for a commit) run
+on a dedicated thread pool, sized so that many connections can share one group commit.
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
 
+from vetgateway.adapters.hl7.intake import Hl7Intake, Hl7Policy
+from vetgateway.adapters.mllp.server import MllpLimits, MllpServer
+from vetgateway.adapters.mllp.tls import server_context
 from vetgateway.api.app import create_app
 from vetgateway.config import Settings
 from vetgateway.pipeline.broker import create_broker, start_embedded_worker
 from vetgateway.store.db import Database
+from vetgateway.store.inbox import Inbox
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +37,23 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
+def hl7_policy(settings: Settings) -> Hl7Policy:
+    return Hl7Policy(
+        accepted_types=settings.hl7_accepted_types,
+        processing_ids=settings.hl7_processing_ids,
+        default_encoding=settings.hl7_default_encoding,
+    )
+
+
 class Gateway:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
         self._stop = asyncio.Event()
         self.listening: dict[str, str] = {}
+        self.inbox = Inbox(db, max_batch=settings.inbox_max_batch)
+        self.hl7 = Hl7Intake(self.inbox, hl7_policy(settings))
+        self._intake_pool = ThreadPoolExecutor(settings.intake_threads, thread_name_prefix="intake")
 
     def stop(self) -> None:
         self._stop.set()
@@ -46,28 +63,17 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-
         broker = create_broker(self.settings.broker_url)
         worker = start_embedded_worker(broker) if not self.settings.broker_url else None
-
-        app = create_app(self.settings, self.db)
-        http = _HttpServer(
-            uvicorn.Config(
-                app,
-                host=self.settings.bind,
-                port=self.settings.http_port,
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-            )
-        )
+        mllp = self._mllp_server()
+        http = self._http_server()
         http_task = asyncio.create_task(http.serve(), name="http")
         try:
-            while not http.started:
-                if http_task.done():
-                    http_task.result()
-                    raise RuntimeError("HTTP listener stopped during start-up")
-                await asyncio.sleep(0.01)
+            await mllp.start()
+            host, port = mllp.address
+            scheme = "mllp+tls" if self.settings.mllp_tls_cert else "mllp"
+            self._announce("mllp", f"{scheme}://{host}:{port}", "HL7 v2 from reference labs")
+            await self._wait_started(http, http_task)
             host, port = http.servers[0].sockets[0].getsockname()[:2]
             self._announce("http", f"http://{host}:{port}", "API, console, HL7 over HTTP")
             stop_task = asyncio.create_task(self._stop.wait())
@@ -75,9 +81,11 @@ class Gateway:
             stop_task.cancel()
         finally:
             log.info("gateway stopping")
+            await mllp.close()
             http.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await http_task
+            self._intake_pool.shutdown(wait=True)
             if worker is not None:
                 worker.stop()
             broker.close()
@@ -85,7 +93,62 @@ class Gateway:
                 loop.remove_signal_handler(sig)
             log.info("gateway stopped")
 
+    def _mllp_server(self) -> MllpServer:
+        s = self.settings
+        limits = MllpLimits(
+            max_message_size=s.mllp_max_message_size,
+            frame_timeout=s.mllp_frame_timeout,
+            idle_timeout=s.mllp_idle_timeout,
+            max_connections=s.mllp_max_connections,
+            max_connections_per_peer=s.mllp_max_connections_per_peer,
+        )
+        tls = None
+        if s.mllp_tls_cert is not None and s.mllp_tls_key is not None:
+            tls = server_context(s.mllp_tls_cert, s.mllp_tls_key, s.mllp_tls_client_ca)
+        loop = asyncio.get_running_loop()
+
+        async def on_frame(payload: bytes, peer: str) -> bytes | None:
+            result = await loop.run_in_executor(
+                self._intake_pool, self.hl7.receive, payload, "mllp", peer
+            )
+            return result.ack
+
+        async def on_too_large(head: bytes, peer: str) -> bytes | None:
+            result = await loop.run_in_executor(
+                self._intake_pool, self.hl7.refuse_oversized, head, limits.max_message_size,
+                "mllp", peer,
+            )  # fmt: skip
+            return result.ack
+
+        return MllpServer(
+            on_frame, host=s.bind, port=s.mllp_port, limits=limits, on_too_large=on_too_large,
+            tls=tls,
+        )  # fmt: skip
+
+    def _http_server(self) -> _HttpServer:
+        app = create_app(self.settings, self.db)
+        app.state.hl7_intake = self.hl7
+        app.state.intake_pool = self._intake_pool
+        config = uvicorn.Config(
+            app,
+            host=self.settings.bind,
+            port=self.settings.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+        return _HttpServer(config)
+
+    @staticmethod
+    async def _wait_started(http: _HttpServer, task: asyncio.Task[None]) -> None:
+        while not http.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("HTTP listener stopped during start-up")
+            await asyncio.sleep(0.01)
+
     def _announce(self, name: str, address: str, what: str) -> None:
         self.listening[name] = address
         log.info("listening", extra={"listener": name, "address": address})
+        # For the operator at the terminal; the JSON log line above is for machines.
         print(f"vetgateway: {name:<5} {address}  ({what})", flush=True)

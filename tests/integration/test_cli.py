@@ -106,9 +106,10 @@ def test_tokens_create_refuses_an_unknown_role(tmp_path: Path) -> None:
 
 
 class RunningGateway:
-    def __init__(self, proc: subprocess.Popen[str], http: str) -> None:
+    def __init__(self, proc: subprocess.Popen[str], listening: dict[str, str]) -> None:
         self.proc = proc
-        self.http = http
+        self.listening = listening
+        self.http = listening["http"]
 
     def get(self, path: str) -> tuple[int, dict[str, object]]:
         try:
@@ -118,24 +119,41 @@ class RunningGateway:
             return exc.code, json.loads(exc.read())
 
 
+def start_gateway(env: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Start ``vetgateway run`` and read the addresses it prints until HTTP (the last) is up."""
+    proc = subprocess.Popen(
+        [VETGATEWAY, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    listening: dict[str, str] = {}
+    for line in proc.stdout:
+        _, name, address, *_ = line.split()
+        listening[name] = address
+        if name == "http":
+            return proc, listening
+    proc.kill()
+    proc.wait()
+    assert proc.stderr is not None
+    raise AssertionError(f"gateway exited before listening: {proc.stderr.read()}")
+
+
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[RunningGateway]:
     env = environment(tmp_path, http_port="0", mllp_port="0", astm_port="0", dicom_port="0")
-    with subprocess.Popen(
-        [VETGATEWAY, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as proc:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("vetgateway: http"), line + proc.stderr.read()
-        yield RunningGateway(proc, line.split()[2])
-        if proc.poll() is None:
-            proc.kill()
+    proc, listening = start_gateway(env)
+    with proc:
+        try:
+            yield RunningGateway(proc, listening)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_run_serves_on_embedded_defaults_and_stops_cleanly(
     gateway: RunningGateway, tmp_path: Path, sig: signal.Signals
 ) -> None:
+    assert gateway.listening["mllp"].startswith("mllp://127.0.0.1:")
     assert gateway.get("/healthz") == (200, {"status": "ok"})
     status, body = gateway.get("/readyz")
     assert status == 200, body
