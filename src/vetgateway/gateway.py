@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import uvicorn
 
 from vetgateway.adapters.hl7.intake import Hl7Intake, Hl7Policy
+from vetgateway.adapters.mllp.listener import hl7_mllp_server
 from vetgateway.adapters.mllp.server import MllpLimits, MllpServer
 from vetgateway.adapters.mllp.tls import server_context
 from vetgateway.api.app import create_app
@@ -105,25 +106,9 @@ class Gateway:
         tls = None
         if s.mllp_tls_cert is not None and s.mllp_tls_key is not None:
             tls = server_context(s.mllp_tls_cert, s.mllp_tls_key, s.mllp_tls_client_ca)
-        loop = asyncio.get_running_loop()
-
-        async def on_frame(payload: bytes, peer: str) -> bytes | None:
-            result = await loop.run_in_executor(
-                self._intake_pool, self.hl7.receive, payload, "mllp", peer
-            )
-            return result.ack
-
-        async def on_too_large(head: bytes, peer: str) -> bytes | None:
-            result = await loop.run_in_executor(
-                self._intake_pool, self.hl7.refuse_oversized, head, limits.max_message_size,
-                "mllp", peer,
-            )  # fmt: skip
-            return result.ack
-
-        return MllpServer(
-            on_frame, host=s.bind, port=s.mllp_port, limits=limits, on_too_large=on_too_large,
-            tls=tls,
-        )  # fmt: skip
+        return hl7_mllp_server(
+            self.hl7, self._intake_pool, host=s.bind, port=s.mllp_port, limits=limits, tls=tls
+        )
 
     def _http_server(self) -> _HttpServer:
         app = create_app(self.settings, self.db)
