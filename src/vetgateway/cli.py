@@ -4,6 +4,8 @@ setting stops it with one line naming the setting (exit code 2)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Annotated, NoReturn
 
 import typer
@@ -13,7 +15,8 @@ from vetgateway.errors import ConfigError, StorageError
 from vetgateway.logs import configure_logging
 from vetgateway.store import migrate
 from vetgateway.store.db import Database
-from vetgateway.store.models import Role
+from vetgateway.store.messages import find_messages, replay_message, replay_refusal
+from vetgateway.store.models import InboundMessage, MessageStatus, Role
 from vetgateway.store.tokens import create_token
 
 app = typer.Typer(
@@ -100,6 +103,78 @@ def tokens_create(
     typer.echo(
         f"token {token_id} ({role.value}, {name!r}); store it now: it is not shown again", err=True
     )
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"--since: not an ISO 8601 date or time: {value!r}")
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _describe(message: InboundMessage) -> str:
+    error = (message.error or "").replace("\n", " ")
+    error = error if len(error) <= 80 else error[:77] + "..."
+    return (
+        f"{message.id}\t{message.received_at.isoformat(timespec='seconds')}\t{message.channel}"
+        f"\t{message.control_id or '-'}\t{message.status.value}\t{error}"
+    )
+
+
+@app.command()
+def replay(
+    status: Annotated[
+        MessageStatus | None,
+        typer.Option(help="replay the messages with this status", case_sensitive=False),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="only those received at or after (ISO 8601; no zone = UTC)")
+    ] = None,
+    channel: Annotated[str | None, typer.Option(help="only those from this channel")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="only this message id (repeatable)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list them; change nothing")] = False,
+) -> None:
+    """Send stored messages through the pipeline again (status back to received, audited).
+
+    Filters combine; --status or --id is required. Quarantined, unmatched and processed messages
+    can be replayed; ones already queued (received) or duplicate rows are listed as skipped.
+    Nothing is deleted and the raw bytes are never changed.
+    """
+    if status is None and not ids:
+        _fail("say what to replay: --status (e.g. --status quarantined) and/or --id N")
+    moment = _parse_since(since)
+    settings = _settings()
+    db = _database(settings)
+    try:
+        _migrate(db)
+        with db.session(readonly=dry_run) as session:
+            found: Sequence[InboundMessage] = find_messages(
+                session, status=status, channel=channel, since=moment, ids=ids
+            )
+            replayed = skipped = 0
+            for message in sorted(found, key=lambda m: m.id):
+                line = _describe(message)
+                refusal = replay_refusal(message)
+                if refusal is None and not dry_run:
+                    outcome = replay_message(session, message.id, actor="cli")
+                    refusal = outcome.refused if outcome is not None else "no longer exists"
+                if refusal is not None:
+                    skipped += 1
+                    typer.echo(f"skip\t{line}\t({refusal})")
+                    continue
+                replayed += 1
+                typer.echo(f"{'would replay' if dry_run else 'replayed'}\t{line}")
+    except StorageError as exc:
+        _fail(str(exc), code=1)
+    finally:
+        db.dispose()
+    verb = "would replay" if dry_run else "replayed"
+    typer.echo(f"{verb} {replayed} message(s); skipped {skipped}")
 
 
 def main() -> None:

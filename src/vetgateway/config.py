@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     hl7_accepted_types: tuple[str, ...] = ("ORU^R01", "ORM^O01", "OML^O21")
     hl7_processing_ids: tuple[str, ...] = ("P",)
     hl7_default_encoding: str = "utf-8"
+    # HL7 batch files (adapters/filedrop.py): <data_dir>/inbox/hl7/ is always watched, these too.
+    hl7_drop_dirs: tuple[Path, ...] = Field(default=(), description='JSON list in the env: ["/a"]')
+    file_settle_seconds: float = Field(default=2.0, ge=0, description="unchanged this long: read")
+    file_poll_seconds: float = Field(default=1.0, gt=0)
     intake_threads: int = Field(default=64, ge=1, le=1024)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     inbox_max_batch: int = Field(default=256, ge=1, le=10_000)

@@ -16,14 +16,19 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 
+from vetgateway.adapters.filedrop import FileDropWatcher
 from vetgateway.adapters.hl7.intake import Hl7Intake, Hl7Policy
 from vetgateway.adapters.mllp.listener import hl7_mllp_server
 from vetgateway.adapters.mllp.server import MllpLimits, MllpServer
 from vetgateway.adapters.mllp.tls import server_context
 from vetgateway.api.app import create_app
 from vetgateway.config import Settings
+from vetgateway.errors import StorageError
+from vetgateway.intake_metrics import IntakeMetrics
 from vetgateway.pipeline.broker import create_broker, start_embedded_worker
+from vetgateway.store.audit import audit
 from vetgateway.store.db import Database
 from vetgateway.store.inbox import Inbox
 
@@ -38,22 +43,20 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def hl7_policy(settings: Settings) -> Hl7Policy:
-    return Hl7Policy(
-        accepted_types=settings.hl7_accepted_types,
-        processing_ids=settings.hl7_processing_ids,
-        default_encoding=settings.hl7_default_encoding,
-    )
-
-
 class Gateway:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
         self._stop = asyncio.Event()
         self.listening: dict[str, str] = {}
-        self.inbox = Inbox(db, max_batch=settings.inbox_max_batch)
-        self.hl7 = Hl7Intake(self.inbox, hl7_policy(settings))
+        self.metrics_registry = CollectorRegistry()
+        self.metrics = IntakeMetrics(self.metrics_registry)
+        self.inbox = Inbox(
+            db, max_batch=settings.inbox_max_batch, on_commit=self.metrics.inbox_batch.observe
+        )
+        self.hl7 = Hl7Intake(
+            self.inbox, Hl7Policy.from_settings(settings), observer=self.metrics.observe_hl7
+        )
         self._intake_pool = ThreadPoolExecutor(settings.intake_threads, thread_name_prefix="intake")
 
     def stop(self) -> None:
@@ -67,6 +70,9 @@ class Gateway:
         broker = create_broker(self.settings.broker_url)
         worker = start_embedded_worker(broker) if not self.settings.broker_url else None
         mllp = self._mllp_server()
+        files = FileDropWatcher.from_settings(
+            self.settings, self.hl7, self.inbox, self._intake_pool
+        )
         http = self._http_server()
         http_task = asyncio.create_task(http.serve(), name="http")
         try:
@@ -74,15 +80,23 @@ class Gateway:
             host, port = mllp.address
             scheme = "mllp+tls" if self.settings.mllp_tls_cert else "mllp"
             self._announce("mllp", f"{scheme}://{host}:{port}", "HL7 v2 from reference labs")
+            files_task = files.start()
+            for folder in files.folders:
+                self._announce("files", folder.absolute().as_uri(), "HL7 batch files")
             await self._wait_started(http, http_task)
             host, port = http.servers[0].sockets[0].getsockname()[:2]
             self._announce("http", f"http://{host}:{port}", "API, console, HL7 over HTTP")
             stop_task = asyncio.create_task(self._stop.wait())
-            await asyncio.wait({stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {stop_task, http_task, files_task}, return_when=asyncio.FIRST_COMPLETED
+            )
             stop_task.cancel()
+            if files_task.done():  # the watcher only ends early through a bug: say so, stop
+                files_task.result()
         finally:
             log.info("gateway stopping")
             await mllp.close()
+            await files.close()
             http.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await http_task
@@ -107,13 +121,44 @@ class Gateway:
         if s.mllp_tls_cert is not None and s.mllp_tls_key is not None:
             tls = server_context(s.mllp_tls_cert, s.mllp_tls_key, s.mllp_tls_client_ca)
         return hl7_mllp_server(
-            self.hl7, self._intake_pool, host=s.bind, port=s.mllp_port, limits=limits, tls=tls
+            self.hl7,
+            self._intake_pool,
+            host=s.bind,
+            port=s.mllp_port,
+            limits=limits,
+            tls=tls,
+            on_incident=self._incident,
         )
 
+    def _incident(self, kind: str, peer: str, detail: str) -> None:
+        """A transport incident (refused TLS, frame timeout, oversized message): counted, and
+        written to the audit log off the event loop (IHE ATNA: node-authentication failures are
+        audited)."""
+        self.metrics.incidents.labels(kind).inc()
+        self._intake_pool.submit(self._audit_incident, kind, peer, detail)
+
+    def _audit_incident(self, kind: str, peer: str, detail: str) -> None:
+        try:
+            with self.db.session() as session:
+                audit(
+                    session,
+                    actor=f"peer:{peer}"[:200],
+                    action=f"mllp.{kind}",
+                    entity_type="peer",
+                    entity_id=peer[:64],
+                    details={"detail": detail},
+                )
+        except StorageError:
+            log.exception("could not audit a transport incident", extra={"kind": kind})
+
     def _http_server(self) -> _HttpServer:
-        app = create_app(self.settings, self.db)
-        app.state.hl7_intake = self.hl7
-        app.state.intake_pool = self._intake_pool
+        app = create_app(
+            self.settings,
+            self.db,
+            metrics_registry=self.metrics_registry,
+            hl7_intake=self.hl7,
+            intake_pool=self._intake_pool,
+        )
         config = uvicorn.Config(
             app,
             host=self.settings.bind,

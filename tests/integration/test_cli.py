@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.waiting import wait_until
 from vetgateway.store import migrate
 from vetgateway.store.db import Database
 
@@ -165,3 +166,39 @@ def test_run_serves_on_embedded_defaults_and_stops_cleanly(
     assert gateway.proc.stderr is not None
     events = [json.loads(line) for line in gateway.proc.stderr.read().splitlines()]
     assert "gateway stopped" in [e["event"] for e in events]
+
+
+def test_run_counts_what_it_acknowledges_and_audits_transport_incidents(
+    tmp_path: Path,
+) -> None:
+    from tests.mllp_peer import MllpPeer, msa
+
+    env = environment(tmp_path, http_port="0", mllp_port="0", mllp_frame_timeout="0.3")
+    proc, listening = start_gateway(env)
+    with proc:
+        try:
+            host, port = listening["mllp"].removeprefix("mllp://").rsplit(":", 1)
+            message = b"MSH|^~\\&|LAB|IDEXX|VG|CLINIC|20261126||ORU^R01|M1|P|2.5.1\rPID|1\r"
+            with MllpPeer(host, int(port)) as peer:
+                assert msa(peer.exchange(message))[1] == "AA"
+                assert msa(peer.exchange(message))[1] == "AA"  # a resend
+            with MllpPeer(host, int(port)) as stalled:
+                stalled.send_raw(b"\x0bMSH|")
+                assert stalled.closed_by_gateway()
+            with urllib.request.urlopen(listening["http"] + "/metrics", timeout=10) as response:
+                metrics = response.read().decode()
+            assert 'vetgateway_hl7_messages_total{channel="mllp",code="AA"} 2.0' in metrics
+            assert 'vetgateway_hl7_resends_total{channel="mllp"} 1.0' in metrics
+            assert 'vetgateway_transport_incidents_total{kind="frame_timeout"} 1.0' in metrics
+            engine = sa.create_engine(f"sqlite:///{tmp_path / 'vetgateway.db'}")
+
+            def audited() -> list[str]:
+                with engine.connect() as conn:
+                    return list(conn.execute(sa.text("SELECT action FROM audit_log")).scalars())
+
+            wait_until(lambda: audited(), what="the incident written to the audit log")
+            assert audited() == ["mllp.frame_timeout"]
+            engine.dispose()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0

@@ -7,20 +7,25 @@ dependencies (``api/deps.py``) and later components find it:
 - ``app.state.db``: the ``Database`` (sessions come only from ``db.session()``);
 - ``app.state.metrics``: this app's Prometheus ``CollectorRegistry``; register further collectors
   on it (inbox accepts, pages sent …) and they appear on ``GET /metrics``;
-- ``app.state.readiness_checks``: name → check, run by ``GET /readyz``.
+- ``app.state.readiness_checks``: name → check, run by ``GET /readyz``;
+- ``app.state.hl7_intake``: the ``Hl7Intake`` behind ``POST /api/v1/hl7``;
+- ``app.state.intake_pool``: the executor its blocking store calls run on.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 from vetgateway import __version__
+from vetgateway.adapters.hl7.intake import Hl7Intake, Hl7Policy
 from vetgateway.api import health, metrics, v1
 from vetgateway.api.health import ReadinessCheck
 from vetgateway.api.metrics import HttpMetrics, MetricsMiddleware
@@ -28,6 +33,7 @@ from vetgateway.config import Settings
 from vetgateway.errors import StorageError, StorageUnavailable
 from vetgateway.pipeline.broker_health import check_broker
 from vetgateway.store.db import Database
+from vetgateway.store.inbox import Inbox
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +66,48 @@ def create_app(
     *,
     readiness_checks: Mapping[str, ReadinessCheck] | None = None,
     metrics_registry: CollectorRegistry | None = None,
+    hl7_intake: Hl7Intake | None = None,
+    intake_pool: Executor | None = None,
 ) -> FastAPI:
     """Build the HTTP app.
 
     ``readiness_checks`` are added to the defaults (database, broker) and replace a default of the
     same name. ``metrics_registry`` lets the caller share one registry between the app and other
     components; by default the app gets a fresh one.
+
+    ``hl7_intake`` and ``intake_pool`` let the gateway share its inbox (one group commit for MLLP,
+    HTTP and files) and its thread pool with the app. Without them the app builds its own inbox
+    on ``db`` and its own pool, and shuts that pool down when it stops; a pool passed in belongs
+    to the caller.
     """
+    owned_pool: ThreadPoolExecutor | None = None
+    if intake_pool is None:
+        owned_pool = ThreadPoolExecutor(settings.intake_threads, thread_name_prefix="http-intake")
+        intake_pool = owned_pool
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owned_pool is not None:
+                owned_pool.shutdown(wait=True)
+
     app = FastAPI(
         title="vetgateway",
         version=__version__,
         summary="Lab and device integration gateway for veterinary clinics",
+        lifespan=lifespan,
     )
+    if hl7_intake is None:
+        inbox = Inbox(db, max_batch=settings.inbox_max_batch)
+        hl7_intake = Hl7Intake(inbox, Hl7Policy.from_settings(settings))
     registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
     app.state.settings = settings
     app.state.db = db
     app.state.metrics = registry
+    app.state.hl7_intake = hl7_intake
+    app.state.intake_pool = intake_pool
     app.state.readiness_checks = {
         **default_readiness_checks(settings, db),
         **(readiness_checks or {}),

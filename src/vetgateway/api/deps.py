@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
+
 from fastapi import Request
 
+from vetgateway.adapters.hl7.intake import Hl7Intake
 from vetgateway.config import Settings
 from vetgateway.store.db import Database
 
@@ -16,3 +19,14 @@ def get_database(request: Request) -> Database:
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def get_hl7_intake(request: Request) -> Hl7Intake:
+    intake: Hl7Intake = request.app.state.hl7_intake
+    return intake
+
+
+def get_intake_pool(request: Request) -> Executor:
+    """Where blocking intake calls run (the inbox waits for its group commit there)."""
+    pool: Executor = request.app.state.intake_pool
+    return pool

@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from vetgateway.store.models import ApiToken, AuditEntry, Role
+from vetgateway.store.audit import audit
+from vetgateway.store.models import ApiToken, Role
 from vetgateway.store.models.base import utcnow
 
 TOKEN_PREFIX = "vgw_"  # noqa: S105 - a public marker, not a secret
@@ -36,28 +37,6 @@ def hash_token(plaintext: str) -> str:
 def looks_like_token(plaintext: str) -> bool:
     """Cheap shape check, so garbage is refused without a database round trip."""
     return _TOKEN_SHAPE.fullmatch(plaintext) is not None
-
-
-def audit(
-    session: Session,
-    *,
-    actor: str,
-    action: str,
-    entity_type: str,
-    entity_id: str,
-    details: dict[str, object] | None = None,
-) -> AuditEntry:
-    """Append one audit entry (the table refuses updates and deletes)."""
-    entry = AuditEntry(
-        occurred_at=utcnow(),
-        actor=actor,
-        action=action,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        details=dict(details or {}),
-    )
-    session.add(entry)
-    return entry
 
 
 def create_token(

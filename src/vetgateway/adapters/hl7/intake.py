@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vetgateway.adapters.hl7.ack import (
@@ -34,6 +35,7 @@ from vetgateway.adapters.hl7.ack import (
 from vetgateway.adapters.hl7.header import MshHeader, read_header
 from vetgateway.adapters.hl7.policy import DEFAULT_VERSIONS, check_supported
 from vetgateway.adapters.hl7.rejection import ErrorCode, HeaderError
+from vetgateway.config import Settings
 from vetgateway.errors import StorageError
 from vetgateway.store.inbox import Inbox, MessageMeta, Receipt
 from vetgateway.store.models.base import utcnow
@@ -51,6 +53,14 @@ class Hl7Policy:
     accepted_versions: tuple[str, ...] = DEFAULT_VERSIONS
     processing_ids: tuple[str, ...] = ("P",)
     default_encoding: str = "utf-8"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Hl7Policy:
+        return cls(
+            accepted_types=settings.hl7_accepted_types,
+            processing_ids=settings.hl7_processing_ids,
+            default_encoding=settings.hl7_default_encoding,
+        )
 
 
 @dataclass(frozen=True)
@@ -83,11 +93,25 @@ def sender_key(header: MshHeader) -> str:
 class Hl7Intake:
     """Stores HL7 v2 messages and builds their acknowledgements. Blocking: call from a thread."""
 
-    def __init__(self, inbox: Inbox, policy: Hl7Policy | None = None) -> None:
+    def __init__(
+        self,
+        inbox: Inbox,
+        policy: Hl7Policy | None = None,
+        *,
+        observer: Callable[[str, IntakeResult], None] | None = None,
+    ) -> None:
         self._inbox = inbox
         self.policy = policy or Hl7Policy()
+        self._observer = observer
 
     def receive(self, raw: bytes, channel: str, peer: str) -> IntakeResult:
+        """Store one message and return the answer for its sender."""
+        result = self._receive(raw, channel, peer)
+        if self._observer is not None:
+            self._observer(channel, result)
+        return result
+
+    def _receive(self, raw: bytes, channel: str, peer: str) -> IntakeResult:
         try:
             header = read_header(raw, default_encoding=self.policy.default_encoding)
             check_supported(
@@ -114,7 +138,10 @@ class Hl7Intake:
         except HeaderError:
             header = None
         error = HeaderError(reason, code=ErrorCode.APPLICATION_INTERNAL_ERROR, header=header)
-        return self._refuse(head, channel, peer, error)
+        result = self._refuse(head, channel, peer, error)
+        if self._observer is not None:
+            self._observer(channel, result)
+        return result
 
     def _accept(self, raw: bytes, channel: str, peer: str, header: MshHeader) -> IntakeResult:
         meta = MessageMeta(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from vetgateway.api.v1 import tokens
+from vetgateway.api.v1 import hl7, messages, tokens
 
 PREFIX = "/api/v1"
 
@@ -13,4 +13,6 @@ def build_router() -> APIRouter:
     """A fresh router each call, so each app gets its own routes (no import-time wiring)."""
     router = APIRouter(prefix=PREFIX)
     router.include_router(tokens.router)
+    router.include_router(hl7.router)
+    router.include_router(messages.router)
     return router
