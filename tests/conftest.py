@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.pgcluster import PostgresCluster, private_cluster
 from tests.services import POSTGRES, POSTGRES_ADMIN_URL, require
 from vetgateway.store import migrate
 from vetgateway.store.db import Database
@@ -96,3 +97,10 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
         database = request.getfixturevalue("_postgres_migrated")
         _truncate_all(database)
         yield database
+
+
+@pytest.fixture
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """A private PostgreSQL cluster this test may stop and restart (see ``tests/pgcluster.py``)."""
+    with private_cluster() as cluster:
+        yield cluster
