@@ -93,12 +93,6 @@ def test_r03_database_stopped_no_aa_while_down_and_intake_resumes_when_back(
     assert stored == Counter(before + during), f"while down: {outcome}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Inbox's raw-driver INSERT raises psycopg errors that Database.write does not"
-    " translate or retry; the stale connection's rollback then escapes and the MLLP connection"
-    " is closed without an answer (see the report on issue 3)",
-)
 def test_r03_database_restarted_between_messages_the_next_one_is_stored_on_first_try(
     pg_cluster: PostgresCluster, gateway_on_cluster: GatewayProcess
 ) -> None:

@@ -102,6 +102,9 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size)
+        dbapi = self.engine.dialect.loaded_dbapi
+        self._driver_error: type[Exception] = dbapi.Error
+        self._driver_operational_error: type[Exception] = dbapi.OperationalError
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(
             self.engine.execution_options(**{_SQLITE_BEGIN: "DEFERRED"}),
@@ -149,12 +152,29 @@ class Database:
                         log.warning("database connection was stale; retrying on a new one")
                         continue
                     raise _translate(exc) from exc
+                except self._driver_error as exc:  # ``work`` may use the driver's cursor directly
+                    lost = self._lost_connection(connection, exc)
+                    if attempt == 1 and lost:
+                        log.warning("database connection was stale; retrying on a new one")
+                        continue
+                    if lost or isinstance(exc, self._driver_operational_error):
+                        raise StorageUnavailable(f"database unavailable: {exc}") from exc
+                    raise StorageError(f"database rejected the write: {exc}") from exc
                 try:
                     transaction.commit()
                 except DBAPIError as exc:
                     raise _translate(exc) from exc
                 return outcome
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _lost_connection(self, connection: sa.Connection, exc: Exception) -> bool:
+        """Whether a raw driver error means the connection is gone; if so, drop it from the pool
+        (closing it normally would try a ROLLBACK on a dead socket)."""
+        driver_connection = connection.connection.dbapi_connection
+        lost = bool(self.engine.dialect.is_disconnect(exc, driver_connection, None))  # type: ignore[arg-type]
+        if lost:
+            connection.invalidate(exc)
+        return lost
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers a trivial query."""

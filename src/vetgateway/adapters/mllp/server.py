@@ -124,6 +124,8 @@ class MllpServer:
             await self._serve(reader, writer, peer)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
             log.info("mllp connection lost", extra={"peer": peer, "reason": repr(exc)})
+        except Exception:  # our bug: no answer, close this one, keep serving the others
+            log.exception("mllp handler failed; connection closed unanswered", extra={"peer": peer})
         finally:
             self._per_peer[peer_host] -= 1
             if not self._per_peer[peer_host]:
