@@ -27,7 +27,8 @@ class ServedMllp:
     ) -> None:
         self.db = db
         self.incidents: list[tuple[str, str, str]] = []
-        self.intake = Hl7Intake(Inbox(db), policy)
+        self.inbox = Inbox(db)
+        self.intake = Hl7Intake(self.inbox, policy)
         self._pool = ThreadPoolExecutor(16)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -56,3 +57,4 @@ class ServedMllp:
         self._thread.join(timeout=30)
         self._loop.close()
         self._pool.shutdown(wait=True)
+        self.inbox.close()

@@ -101,6 +101,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await http_task
             self._intake_pool.shutdown(wait=True)
+            self.inbox.close()
             if worker is not None:
                 worker.stop()
             broker.close()

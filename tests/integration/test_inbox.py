@@ -330,3 +330,90 @@ def test_only_the_same_sender_and_control_id_make_a_resend(db: Database, meta: M
     assert second.message_id != first.message_id
     assert not second.duplicate
     assert second.collision_with is None
+
+
+# -- asyncio callers -----------------------------------------------------------------------------
+
+
+def test_async_callers_share_commits_and_each_get_their_row(db: Database) -> None:
+    import asyncio
+
+    batches: list[int] = []
+    inbox = Inbox(db, on_commit=batches.append)
+
+    async def main() -> list:
+        return await asyncio.gather(
+            *(inbox.receive_async(f"async {n}".encode(), "mllp", "peer") for n in range(200))
+        )
+
+    receipts = asyncio.run(main())
+    inbox.close()
+    assert len({r.message_id for r in receipts}) == 200
+    assert sum(batches) == 200
+    assert len(batches) < 200  # grouped: 200 concurrent callers never need 200 commits
+    with db.session(readonly=True) as s:
+        stored = dict(s.execute(sa.select(InboundMessage.id, InboundMessage.raw)).all())
+    assert {stored[r.message_id] for r in receipts} == {f"async {n}".encode() for n in range(200)}
+
+
+def test_async_and_thread_callers_mixed(db: Database) -> None:
+    import asyncio
+
+    inbox = Inbox(db, commit_slots=2, max_batch=8)
+    thread_ids: list[int] = []
+
+    def thread_writer(n: int) -> None:
+        for i in range(20):
+            thread_ids.append(inbox.accept(f"t{n}/{i}".encode(), "file", "p"))
+
+    async def main() -> list:
+        return await asyncio.gather(
+            *(inbox.receive_async(f"a{n}".encode(), "mllp", "p") for n in range(120))
+        )
+
+    threads = [threading.Thread(target=thread_writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    receipts = asyncio.run(main())
+    for t in threads:
+        t.join(timeout=60)
+    inbox.close()
+    ids = thread_ids + [r.message_id for r in receipts]
+    assert len(set(ids)) == 200
+    assert inbox._leaders == 0
+    with db.session(readonly=True) as s:
+        assert sorted(s.scalars(sa.select(InboundMessage.id))) == sorted(ids)
+
+
+def test_async_caller_gets_the_storage_error(tmp_path: Path) -> None:
+    import asyncio
+
+    db = Database(unreachable_databases(tmp_path)[0])
+    inbox = Inbox(db)
+
+    async def main() -> None:
+        for _ in range(2):
+            with pytest.raises(StorageUnavailable):
+                await inbox.receive_async(b"MSH|", "mllp", "peer")
+
+    asyncio.run(main())
+    inbox.close()
+    db.dispose()
+
+
+def test_a_cancelled_async_caller_still_has_its_row_stored(db: Database) -> None:
+    import asyncio
+
+    inbox = GatedInbox(db)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(inbox.receive_async(b"cancelled", "mllp", "peer"))
+        await asyncio.to_thread(inbox.in_commit.wait, 10)
+        task.cancel()
+        inbox.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    inbox.close()
+    assert [r.raw for r in [load(db, 1)]] == [b"cancelled"]

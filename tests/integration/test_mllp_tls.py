@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from tests.mllp_peer import MllpPeer, msa
 from tests.mllp_server import ServedMllp
 from tests.pki import Pki, make_pki
+from tests.waiting import wait_until
 from vetgateway.adapters.mllp.tls import server_context
 from vetgateway.store.db import Database
 from vetgateway.store.models import InboundMessage
@@ -61,14 +62,17 @@ def test_r16_untrusted_or_missing_client_certificate_is_refused(
         MllpPeer(host, port, tls=tls, server_hostname="127.0.0.1") as peer,
     ):
         peer.exchange(ORU)
-    assert stored(mutual_tls.db) == 0
+    # the client may see the refusal before the server has finished recording it
+    wait_until(lambda: mutual_tls.incidents, what="the refusal reported")
     assert [kind for kind, _, _ in mutual_tls.incidents] == ["tls_refused"]
+    assert stored(mutual_tls.db) == 0
 
 
 def test_r16_plaintext_client_on_the_tls_port_is_refused(mutual_tls: ServedMllp) -> None:
     with MllpPeer(mutual_tls.host, mutual_tls.port) as peer:
         peer.send(ORU)
         assert peer.closed_by_gateway()
+    wait_until(lambda: mutual_tls.incidents, what="the refusal reported")
     assert stored(mutual_tls.db) == 0
     ((kind, _, detail),) = mutual_tls.incidents
     assert kind == "tls_refused"

@@ -12,6 +12,10 @@ meanwhile queue up, and when a leader finishes it hands its slot to the oldest w
 leads the next batch. No caller returns before the commit that holds its row, and a single writer
 pays no hand-off: it leads its own batch of one.
 
+Asyncio callers (``receive_async``, the network listeners) never block their loop and never cost
+a thread hop per message: their rows join the same queue, a small committer pool leads batches on
+their behalf, and each batch settles all its futures with one ``call_soon_threadsafe`` per loop.
+
 **Resends and collisions.** A message whose sender, control id and bytes equal a stored one is not
 stored again: ``receive`` returns the original's id and time with ``duplicate=True``, so the adapter
 can answer exactly as it did the first time (RELIABILITY R01, R07, R10). The same sender and control
@@ -25,9 +29,12 @@ single writer lock, so a second slot would only queue on it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NewType
@@ -67,13 +74,21 @@ class Receipt:
 
 
 class _Pending:
-    """One caller's row. ``wake`` is set when the row is finished or the caller must lead."""
+    """One caller's row. A thread caller waits on ``wake`` (set when its row is finished or when
+    it must lead); an asyncio caller awaits ``future``, settled on its own loop."""
 
-    __slots__ = ("error", "finished", "promoted", "receipt", "row", "wake")
+    __slots__ = ("error", "finished", "future", "loop", "promoted", "receipt", "row", "wake")
 
-    def __init__(self, row: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        row: dict[str, Any],
+        future: asyncio.Future[Receipt] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.row = row
         self.wake = threading.Event()
+        self.future = future
+        self.loop = loop
         self.promoted = False
         self.finished = False
         self.receipt: Receipt | None = None
@@ -196,6 +211,19 @@ class _BatchInsert:
         ]
 
 
+def _settle(pendings: list[_Pending]) -> None:
+    """On the caller's loop: hand each asyncio caller its receipt or error."""
+    for p in pendings:
+        assert p.future is not None
+        if p.future.done():  # the caller gave up (cancelled); its row is stored all the same
+            continue
+        if p.error is not None:
+            p.future.set_exception(p.error)
+        else:
+            assert p.receipt is not None
+            p.future.set_result(p.receipt)
+
+
 def _as_utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
@@ -220,7 +248,12 @@ class Inbox:
         self._on_commit = on_commit
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
-        self._leaders = 0  # commit slots held, by leaders and by callers promoted to lead
+        self._leaders = 0  # commit slots held: by leading threads, promoted ones, committer jobs
+        self._committer = ThreadPoolExecutor(self._slots, thread_name_prefix="inbox-commit")
+
+    def close(self) -> None:
+        """Finish the batches in hand; call once nothing submits any more."""
+        self._committer.shutdown(wait=True)
 
     def accept(
         self, raw: bytes, channel: str, peer: str, meta: MessageMeta | None = None
@@ -259,6 +292,22 @@ class Inbox:
         assert pending.receipt is not None
         return pending.receipt
 
+    async def receive_async(
+        self, raw: bytes, channel: str, peer: str, meta: MessageMeta | None = None
+    ) -> Receipt:
+        """``receive`` for asyncio callers: the same promise, without blocking the loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Receipt] = loop.create_future()
+        pending = _Pending(self._row(raw, channel, peer, meta or MessageMeta()), future, loop)
+        with self._lock:
+            self._queue.append(pending)
+            start_job = self._leaders < self._slots
+            if start_job:
+                self._leaders += 1
+        if start_job:
+            self._committer.submit(self._lead_one_batch)
+        return await future
+
     def _row(self, raw: bytes, channel: str, peer: str, meta: MessageMeta) -> dict[str, Any]:
         quarantined = meta.quarantine_reason is not None
         return {
@@ -286,16 +335,27 @@ class Inbox:
             if batch:
                 self._commit_batch(batch)
         finally:
+            settle: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
             with self._lock:
                 for p in batch:
                     p.finished = True
-                    p.wake.set()
+                    if p.loop is None:
+                        p.wake.set()
+                    else:
+                        settle.setdefault(p.loop, []).append(p)
+                # The slot passes to the oldest waiting thread not already leading, or to a new
+                # committer job for waiting asyncio callers; with nobody waiting it is freed.
                 successor = next((p for p in self._queue if not p.promoted), None)
                 if successor is None:
                     self._leaders -= 1
-                else:
+                elif successor.loop is None:
                     successor.promoted = True
                     successor.wake.set()
+            if successor is not None and successor.loop is not None:
+                self._committer.submit(self._lead_one_batch)
+            for loop, pendings in settle.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, pendings)
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         try:

@@ -90,8 +90,22 @@ def sender_key(header: MshHeader) -> str:
     return f"{header.sending_application}|{header.sending_facility}"
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What reading the header decided, before anything is stored."""
+
+    meta: MessageMeta
+    header: MshHeader | None
+    error: HeaderError | None = None
+
+
 class Hl7Intake:
-    """Stores HL7 v2 messages and builds their acknowledgements. Blocking: call from a thread."""
+    """Stores HL7 v2 messages and builds their acknowledgements.
+
+    ``receive`` blocks until the message is durable (for threads: files, HTTP's pool);
+    ``receive_async`` is the same for asyncio listeners. Both are plan → store → answer, the
+    plan and the answer being pure functions of the bytes and the receipt.
+    """
 
     def __init__(
         self,
@@ -106,23 +120,21 @@ class Hl7Intake:
 
     def receive(self, raw: bytes, channel: str, peer: str) -> IntakeResult:
         """Store one message and return the answer for its sender."""
-        result = self._receive(raw, channel, peer)
-        if self._observer is not None:
-            self._observer(channel, result)
-        return result
-
-    def _receive(self, raw: bytes, channel: str, peer: str) -> IntakeResult:
+        plan = self._plan(raw)
         try:
-            header = read_header(raw, default_encoding=self.policy.default_encoding)
-            check_supported(
-                header,
-                accepted_types=self.policy.accepted_types,
-                accepted_versions=self.policy.accepted_versions,
-                processing_ids=self.policy.processing_ids,
-            )
-        except HeaderError as error:
-            return self._refuse(raw, channel, peer, error)
-        return self._accept(raw, channel, peer, header)
+            receipt = self._inbox.receive(raw, channel, peer, plan.meta)
+        except StorageError as exc:
+            return self._finish(channel, self._unavailable(plan.header, exc))
+        return self._finish(channel, self._answer(plan, receipt, channel))
+
+    async def receive_async(self, raw: bytes, channel: str, peer: str) -> IntakeResult:
+        """``receive`` without blocking the event loop."""
+        plan = self._plan(raw)
+        try:
+            receipt = await self._inbox.receive_async(raw, channel, peer, plan.meta)
+        except StorageError as exc:
+            return self._finish(channel, self._unavailable(plan.header, exc))
+        return self._finish(channel, self._answer(plan, receipt, channel))
 
     def refuse_oversized(self, head: bytes, limit: int, channel: str, peer: str) -> IntakeResult:
         """A message over the size limit: keep its first bytes as evidence and answer AR/CR."""
@@ -138,23 +150,49 @@ class Hl7Intake:
         except HeaderError:
             header = None
         error = HeaderError(reason, code=ErrorCode.APPLICATION_INTERNAL_ERROR, header=header)
-        result = self._refuse(head, channel, peer, error)
-        if self._observer is not None:
-            self._observer(channel, result)
-        return result
+        plan = self._refusal_plan(error)
+        try:
+            receipt = self._inbox.receive(head, channel, peer, plan.meta)
+        except StorageError as exc:
+            return self._finish(channel, self._unavailable(header, exc))
+        return self._finish(channel, self._answer(plan, receipt, channel))
 
-    def _accept(self, raw: bytes, channel: str, peer: str, header: MshHeader) -> IntakeResult:
+    def _plan(self, raw: bytes) -> _Plan:
+        try:
+            header = read_header(raw, default_encoding=self.policy.default_encoding)
+            check_supported(
+                header,
+                accepted_types=self.policy.accepted_types,
+                accepted_versions=self.policy.accepted_versions,
+                processing_ids=self.policy.processing_ids,
+            )
+        except HeaderError as error:
+            return self._refusal_plan(error)
         meta = MessageMeta(
             control_id=header.control_id,
             sender=sender_key(header),
             message_type=header.message_type,
             extra={"version": header.version_id, "charset": header.encoding},
         )
-        try:
-            receipt = self._inbox.receive(raw, channel, peer, meta)
-        except StorageError as exc:
-            return self._unavailable(header, exc)
-        commit_wanted, _application_wanted = decide_ack_mode(header)
+        return _Plan(meta, header)
+
+    @staticmethod
+    def _refusal_plan(error: HeaderError) -> _Plan:
+        header = error.header
+        reason = f"HL7 error {int(error.code)} at {error.location or 'message'}: {error.reason}"
+        meta = MessageMeta(
+            control_id=header.control_id or None if header else None,
+            sender=sender_key(header) if header else None,
+            message_type=header.message_type or None if header else None,
+            quarantine_reason=reason,
+        )
+        return _Plan(meta, header, error)
+
+    def _answer(self, plan: _Plan, receipt: Receipt, channel: str) -> IntakeResult:
+        if plan.error is not None:
+            return self._refused(plan, plan.error, receipt, channel)
+        header = plan.header
+        assert header is not None
         if receipt.collision_with is not None:
             log.warning(
                 "hl7 control id collision held for review",
@@ -165,6 +203,7 @@ class Hl7Intake:
                     "channel": channel,
                 },
             )
+        commit_wanted, _application_wanted = decide_ack_mode(header)
         code: AckCode = "CA" if is_enhanced_mode(header) else "AA"
         ack = self._ack(header, code, receipt) if commit_wanted else None
         self._log(receipt, channel, header.control_id, code)
@@ -177,19 +216,10 @@ class Hl7Intake:
             control_id=header.control_id,
         )
 
-    def _refuse(self, raw: bytes, channel: str, peer: str, error: HeaderError) -> IntakeResult:
-        header = error.header
-        reason = f"HL7 error {int(error.code)} at {error.location or 'message'}: {error.reason}"
-        meta = MessageMeta(
-            control_id=header.control_id or None if header else None,
-            sender=sender_key(header) if header else None,
-            message_type=header.message_type or None if header else None,
-            quarantine_reason=reason,
-        )
-        try:
-            receipt = self._inbox.receive(raw, channel, peer, meta)
-        except StorageError as exc:
-            return self._unavailable(header, exc)
+    @staticmethod
+    def _refused(plan: _Plan, error: HeaderError, receipt: Receipt, channel: str) -> IntakeResult:
+        header = plan.header
+        reason = plan.meta.quarantine_reason
         ack = error_ack(
             error, control_id=ack_control_id(receipt.message_id), now=receipt.received_at
         )
@@ -214,6 +244,11 @@ class Hl7Intake:
             reason=reason,
             control_id=header.control_id if header else None,
         )
+
+    def _finish(self, channel: str, result: IntakeResult) -> IntakeResult:
+        if self._observer is not None:
+            self._observer(channel, result)
+        return result
 
     def _unavailable(self, header: MshHeader | None, exc: StorageError) -> IntakeResult:
         """Storage failed: AR/CR 207, so the sender keeps the message and retries (R03)."""

@@ -1,7 +1,9 @@
 """HL7 v2 over MLLP: the MLLP server bound to the HL7 intake.
 
-The intake blocks on the inbox's commit, so it runs on ``pool``; many connections waiting there at
-once is what lets the inbox group their commits.
+Ordinary messages go through ``Hl7Intake.receive_async``: the header is read on the event loop
+and the connection awaits the inbox's group commit without a thread of its own. Messages over
+``OFF_LOOP_BYTES`` (reports with embedded PDFs) are handled on ``pool`` instead, so checking a
+10 MB message's character set never stalls the other connections.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from vetgateway.adapters.hl7.intake import Hl7Intake
 from vetgateway.adapters.mllp.server import IncidentHandler, MllpLimits, MllpServer
 
 CHANNEL = "mllp"
+OFF_LOOP_BYTES = 256 * 1024
 
 
 def hl7_mllp_server(
@@ -29,6 +32,8 @@ def hl7_mllp_server(
     limits = limits or MllpLimits()
 
     async def on_frame(payload: bytes, peer: str) -> bytes | None:
+        if len(payload) <= OFF_LOOP_BYTES:
+            return (await intake.receive_async(payload, CHANNEL, peer)).ack
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(pool, intake.receive, payload, CHANNEL, peer)
         return result.ack
