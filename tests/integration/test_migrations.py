@@ -356,3 +356,18 @@ def test_updated_at_moves_on_update(db: Database) -> None:
         order = s.get_one(DiagnosticOrder, ids["order"])
     assert order.updated_at >= before_update > original
     assert order.created_at == original
+
+
+@pytest.mark.parametrize("fresh_database_url", ["postgresql"], indirect=True)
+def test_raw_messages_are_lz4_compressed_on_postgresql(fresh_database_url: str) -> None:
+    db = Database(fresh_database_url)
+    migrate.upgrade(db)
+    with db.engine.connect() as conn:
+        method = conn.execute(
+            sa.text(
+                "SELECT attcompression FROM pg_attribute"
+                " WHERE attrelid = 'inbound_messages'::regclass AND attname = 'raw'"
+            )
+        ).scalar()
+    db.dispose()
+    assert method == "l"
