@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     intake_threads: int = Field(default=64, ge=1, le=1024)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     inbox_max_batch: int = Field(default=256, ge=1, le=10_000)
+    inbox_commit_slots: int = Field(default=1, ge=1, le=16)
 
     @field_validator("database_url")
     @classmethod

@@ -52,7 +52,10 @@ class Gateway:
         self.metrics_registry = CollectorRegistry()
         self.metrics = IntakeMetrics(self.metrics_registry)
         self.inbox = Inbox(
-            db, max_batch=settings.inbox_max_batch, on_commit=self.metrics.inbox_batch.observe
+            db,
+            max_batch=settings.inbox_max_batch,
+            commit_slots=settings.inbox_commit_slots,
+            on_commit=self.metrics.inbox_batch.observe,
         )
         self.hl7 = Hl7Intake(
             self.inbox, Hl7Policy.from_settings(settings), observer=self.metrics.observe_hl7

@@ -100,7 +100,9 @@ def create_app(
         lifespan=lifespan,
     )
     if hl7_intake is None:
-        inbox = Inbox(db, max_batch=settings.inbox_max_batch)
+        inbox = Inbox(
+            db, max_batch=settings.inbox_max_batch, commit_slots=settings.inbox_commit_slots
+        )
         hl7_intake = Hl7Intake(inbox, Hl7Policy.from_settings(settings))
     registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
     app.state.settings = settings

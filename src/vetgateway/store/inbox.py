@@ -22,9 +22,10 @@ can answer exactly as it did the first time (RELIABILITY R01, R07, R10). The sam
 id with *other* bytes is stored, quarantined for review and reported as ``collision_with`` (R08):
 never merged, never dropped. Both are decided inside the batch's transaction, at no extra commit.
 
-PostgreSQL gets two commit slots by default, so one batch is being built and sent while the other
-waits for its WAL flush (the server groups concurrent flushes itself). SQLite gets one: it has a
-single writer lock, so a second slot would only queue on it.
+One commit slot is the default: measured here (bench/inbox.py, bench/mllp.py on 2 cores), a
+second concurrent batch made batches smaller and throughput no better on PostgreSQL, and SQLite
+has a single writer lock anyway. A bigger PostgreSQL server may do better with more
+(``VETGATEWAY_INBOX_COMMIT_SLOTS``).
 """
 
 from __future__ import annotations
@@ -105,10 +106,12 @@ class _BatchInsert:
     """The hot-path INSERT at the driver level, with SQLAlchemy's own per-column bind processing,
     so rows are stored exactly as the ORM reads them but without ORM or Core statement overhead.
 
-    PostgreSQL: ``executemany(..., returning=True)`` pipelines one INSERT per row in a single
-    round trip and yields ids in row order. SQLite: the inserts are in-process, a loop is cheap.
-    Resends (``ON CONFLICT DO NOTHING`` returns no id) and collisions are looked up afterwards,
-    in the same transaction; both are rare, so they cost nothing on the common path.
+    Each row's INSERT also reports the earliest stored message with the same sender and control id
+    but other bytes (a collision), so the common path is one statement per row and no extra round
+    trip. PostgreSQL: a data-modifying CTE, pipelined for the whole batch by ``executemany(...,
+    returning=True)``, ids in row order. SQLite (no DML in CTEs, but in-process): INSERT, then
+    the collision lookup. A resend (``ON CONFLICT DO NOTHING`` returns no row) is looked up
+    afterwards, in the same transaction; it is rare, so it costs nothing on the common path.
     """
 
     def __init__(self, dialect: sa.Dialect) -> None:
@@ -116,15 +119,27 @@ class _BatchInsert:
         self._pg = dialect.name == "postgresql"
         self._processors = [table.c[name].type._cached_bind_processor(dialect) for name in _COLUMNS]
         mark = "%s" if self._pg else "?"
-        self._mark = mark
         values = ", ".join(
             f"{mark}::messagestatus" if self._pg and c == "status" else mark for c in _COLUMNS
         )
         columns = ", ".join(_COLUMNS)  # fixed names above, never input
-        self._insert = (
+        insert = (
             f"INSERT INTO inbound_messages ({columns}) VALUES ({values})"
-            " ON CONFLICT (sender, control_id, sha256) DO NOTHING RETURNING id"
+            " ON CONFLICT (sender, control_id, sha256) DO NOTHING"
         )
+        earlier = (
+            "SELECT min(m.id) FROM inbound_messages m WHERE m.sender = {s} AND m.control_id = {c}"
+            " AND m.sha256 <> {h} AND m.id < {i}"
+        )
+        if self._pg:
+            self._insert = (
+                f"WITH ins AS ({insert} RETURNING id, sender, control_id, sha256) SELECT ins.id, ("
+                + earlier.format(s="ins.sender", c="ins.control_id", h="ins.sha256", i="ins.id")
+                + ") FROM ins"
+            )
+        else:
+            self._insert = f"{insert} RETURNING id"
+            self._earlier = earlier.format(s="?", c="?", h="?", i="?")
         self._find_original = (
             "SELECT id, received_at FROM inbound_messages"
             f" WHERE sender = {mark} AND control_id = {mark} AND sha256 = {mark}"
@@ -143,29 +158,45 @@ class _BatchInsert:
     def __call__(self, connection: sa.Connection, rows: list[dict[str, Any]]) -> list[Receipt]:
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            ids = self._insert_rows(cursor, rows)
-            receipts = [
-                self._resend(cursor, row) if row_id is None else Receipt(row_id, row["received_at"])
-                for row, row_id in zip(rows, ids, strict=True)
-            ]
-            return self._flag_collisions(cursor, rows, receipts)
+            receipts = []
+            for row, (row_id, earlier) in zip(rows, self._insert_rows(cursor, rows), strict=True):
+                if row_id is None:
+                    receipts.append(self._resend(cursor, row))
+                    continue
+                if earlier is not None:
+                    self._hold_for_review(cursor, row_id, earlier)
+                receipts.append(Receipt(row_id, row["received_at"], collision_with=earlier))
+            return receipts
         finally:
             cursor.close()
 
-    def _insert_rows(self, cursor: Any, rows: list[dict[str, Any]]) -> list[MessageId | None]:
-        ids: list[MessageId | None] = []
+    def _insert_rows(
+        self, cursor: Any, rows: list[dict[str, Any]]
+    ) -> list[tuple[MessageId | None, MessageId | None]]:
+        """(new id or None for a resend, earliest colliding id or None) for each row."""
+        found: list[tuple[MessageId | None, MessageId | None]] = []
+        if self._pg and len(rows) == 1:  # a pipeline costs more than it saves for one row
+            result = cursor.execute(self._insert, self.params(rows[0])).fetchone()
+            return [(None, None) if result is None else _ids(*result)]
         if self._pg:
             cursor.executemany(self._insert, [self.params(r) for r in rows], returning=True)
             while True:
-                found = cursor.fetchone()
-                ids.append(None if found is None else MessageId(found[0]))
+                result = cursor.fetchone()
+                found.append((None, None) if result is None else _ids(*result))
                 if not cursor.nextset():
-                    return ids
+                    return found
         for row in rows:
             cursor.execute(self._insert, self.params(row))
-            found = cursor.fetchone()
-            ids.append(None if found is None else MessageId(found[0]))
-        return ids
+            inserted = cursor.fetchone()
+            if inserted is None:
+                found.append((None, None))
+                continue
+            earlier = None
+            if row["control_id"] is not None:
+                key = (row["sender"], row["control_id"], row["sha256"], inserted[0])
+                earlier = cursor.execute(self._earlier, key).fetchone()[0]
+            found.append(_ids(inserted[0], earlier))
+        return found
 
     def _resend(self, cursor: Any, row: dict[str, Any]) -> Receipt:
         cursor.execute(self._find_original, (row["sender"], row["control_id"], row["sha256"]))
@@ -174,41 +205,19 @@ class _BatchInsert:
             received_at = self._received_at(received_at)
         return Receipt(MessageId(original_id), _as_utc(received_at), duplicate=True)
 
-    def _flag_collisions(
-        self, cursor: Any, rows: list[dict[str, Any]], receipts: list[Receipt]
-    ) -> list[Receipt]:
-        fresh = [
-            (receipt.message_id, row["sender"], row["control_id"], row["sha256"])
-            for row, receipt in zip(rows, receipts, strict=True)
-            if not receipt.duplicate and row["control_id"] is not None
-        ]
-        if not fresh:
-            return receipts
-        m = self._mark
-        one = f"({m}::bigint, {m}, {m}, {m})" if self._pg else f"({m}, {m}, {m}, {m})"
+    def _hold_for_review(self, cursor: Any, message_id: MessageId, original: MessageId) -> None:
         cursor.execute(
-            f"WITH v(id, sender, control_id, sha256) AS (VALUES {', '.join([one] * len(fresh))})"
-            " SELECT v.id, min(m.id) FROM v JOIN inbound_messages m ON m.sender = v.sender"
-            " AND m.control_id = v.control_id AND m.sha256 <> v.sha256 AND m.id < v.id"
-            " GROUP BY v.id",
-            [value for values in fresh for value in values],
+            self._quarantine,
+            (
+                f"control id collision: message {original} from the same sender has the same"
+                " control id with different content; held for review, not processed",
+                message_id,
+            ),
         )
-        earlier = {MessageId(new): MessageId(old) for new, old in cursor.fetchall()}
-        for message_id, original in earlier.items():
-            cursor.execute(
-                self._quarantine,
-                (
-                    f"control id collision: message {original} from the same sender has the same"
-                    " control id with different content; held for review, not processed",
-                    message_id,
-                ),
-            )
-        return [
-            Receipt(r.message_id, r.received_at, collision_with=earlier[r.message_id])
-            if r.message_id in earlier
-            else r
-            for r in receipts
-        ]
+
+
+def _ids(new: int, earlier: int | None) -> tuple[MessageId, MessageId | None]:
+    return MessageId(new), None if earlier is None else MessageId(earlier)
 
 
 def _settle(pendings: list[_Pending]) -> None:
@@ -236,14 +245,14 @@ class Inbox:
         db: Database,
         *,
         max_batch: int = 256,
-        commit_slots: int | None = None,
+        commit_slots: int = 1,
         clock: Callable[[], datetime] = utcnow,
         on_commit: Callable[[int], None] | None = None,
     ) -> None:
         self._db = db
         self._insert = _BatchInsert(db.engine.dialect)
         self._max_batch = max_batch
-        self._slots = commit_slots or (2 if db.dialect == "postgresql" else 1)
+        self._slots = commit_slots
         self._clock = clock
         self._on_commit = on_commit
         self._lock = threading.Lock()
