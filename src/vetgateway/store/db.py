@@ -129,8 +129,9 @@ class Database:
         except DBAPIError as exc:
             raise _translate(exc) from exc
 
-    def write(self, work: Callable[[sa.Connection], T]) -> T:
-        """Run ``work`` in one Core transaction and commit; the lean path for hot writes.
+    def write(self, work: Callable[[Any], T]) -> T:
+        """Run ``work(driver_connection)`` in one transaction and commit: the hot path for
+        durable writes, with no SQLAlchemy statement layer between the caller and the driver.
 
         If the connection turns out to be dead before the commit was sent (a database restart
         since it was pooled), the work is retried once on a fresh connection: nothing of the first
@@ -140,40 +141,38 @@ class Database:
         """
         for attempt in (1, 2):
             try:
-                connection = self.engine.connect()
-            except DBAPIError as exc:
-                raise StorageUnavailable(f"database unavailable: {exc.orig}") from exc
-            with connection:
-                try:
-                    transaction = connection.begin()
-                    outcome = work(connection)
-                except DBAPIError as exc:
-                    if attempt == 1 and exc.connection_invalidated:
-                        log.warning("database connection was stale; retrying on a new one")
-                        continue
-                    raise _translate(exc) from exc
-                except self._driver_error as exc:  # ``work`` may use the driver's cursor directly
-                    lost = self._lost_connection(connection, exc)
-                    if attempt == 1 and lost:
-                        log.warning("database connection was stale; retrying on a new one")
-                        continue
-                    if lost or isinstance(exc, self._driver_operational_error):
-                        raise StorageUnavailable(f"database unavailable: {exc}") from exc
-                    raise StorageError(f"database rejected the write: {exc}") from exc
-                try:
-                    transaction.commit()
-                except DBAPIError as exc:
-                    raise _translate(exc) from exc
+                pooled = self.engine.raw_connection()
+            except (DBAPIError, self._driver_error) as exc:
+                raise StorageUnavailable(f"database unavailable: {exc}") from exc
+            committing = False
+            try:
+                driver_connection = pooled.driver_connection
+                assert driver_connection is not None
+                if self.dialect == "sqlite":
+                    driver_connection.execute("BEGIN IMMEDIATE")
+                outcome = work(driver_connection)
+                committing = True
+                driver_connection.commit()
                 return outcome
+            except self._driver_error as exc:
+                lost = self._lost_connection(pooled, exc)
+                if attempt == 1 and lost and not committing:
+                    log.warning("database connection was stale; retrying on a new one")
+                    continue
+                if lost or isinstance(exc, self._driver_operational_error):
+                    raise StorageUnavailable(f"database unavailable: {exc}") from exc
+                raise StorageError(f"database rejected the write: {exc}") from exc
+            finally:
+                pooled.close()  # back to the pool, rolled back if the commit was not reached
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _lost_connection(self, connection: sa.Connection, exc: Exception) -> bool:
-        """Whether a raw driver error means the connection is gone; if so, drop it from the pool
-        (closing it normally would try a ROLLBACK on a dead socket)."""
-        driver_connection = connection.connection.dbapi_connection
-        lost = bool(self.engine.dialect.is_disconnect(exc, driver_connection, None))  # type: ignore[arg-type]
+    def _lost_connection(self, pooled: Any, exc: Exception) -> bool:
+        """Whether a driver error means the connection is gone; if so, drop it from the pool
+        (returning it normally would try a ROLLBACK on a dead socket)."""
+        dialect = self.engine.dialect
+        lost = bool(dialect.is_disconnect(exc, pooled.dbapi_connection, None))  # type: ignore[arg-type]
         if lost:
-            connection.invalidate(exc)
+            pooled.invalidate(exc)
         return lost
 
     def ping(self) -> None:

@@ -106,12 +106,11 @@ class _BatchInsert:
     """The hot-path INSERT at the driver level, with SQLAlchemy's own per-column bind processing,
     so rows are stored exactly as the ORM reads them but without ORM or Core statement overhead.
 
-    Each row's INSERT also reports the earliest stored message with the same sender and control id
-    but other bytes (a collision), so the common path is one statement per row and no extra round
-    trip. PostgreSQL: a data-modifying CTE, pipelined for the whole batch by ``executemany(...,
-    returning=True)``, ids in row order. SQLite (no DML in CTEs, but in-process): INSERT, then
-    the collision lookup. A resend (``ON CONFLICT DO NOTHING`` returns no row) is looked up
-    afterwards, in the same transaction; it is rare, so it costs nothing on the common path.
+    Each row's INSERT also returns the earliest stored message with the same sender and control
+    id but other bytes (a collision), so the common path is one statement per row. PostgreSQL
+    pipelines a batch's statements in one round trip (``executemany(..., returning=True)``, ids
+    in row order); SQLite is in-process, so a loop is cheap. A resend (``ON CONFLICT DO NOTHING``
+    returns no row) is looked up afterwards in the same transaction; it is rare.
     """
 
     def __init__(self, dialect: sa.Dialect) -> None:
@@ -123,23 +122,16 @@ class _BatchInsert:
             f"{mark}::messagestatus" if self._pg and c == "status" else mark for c in _COLUMNS
         )
         columns = ", ".join(_COLUMNS)  # fixed names above, never input
-        insert = (
+        # RETURNING's scalar subquery sees rows committed earlier and those this transaction
+        # inserted in earlier statements, on both PostgreSQL and SQLite.
+        self._insert = (
             f"INSERT INTO inbound_messages ({columns}) VALUES ({values})"
-            " ON CONFLICT (sender, control_id, sha256) DO NOTHING"
+            " ON CONFLICT (sender, control_id, sha256) DO NOTHING RETURNING id,"
+            " (SELECT min(m.id) FROM inbound_messages m"
+            " WHERE m.sender = inbound_messages.sender"
+            " AND m.control_id = inbound_messages.control_id"
+            " AND m.sha256 <> inbound_messages.sha256 AND m.id < inbound_messages.id)"
         )
-        earlier = (
-            "SELECT min(m.id) FROM inbound_messages m WHERE m.sender = {s} AND m.control_id = {c}"
-            " AND m.sha256 <> {h} AND m.id < {i}"
-        )
-        if self._pg:
-            self._insert = (
-                f"WITH ins AS ({insert} RETURNING id, sender, control_id, sha256) SELECT ins.id, ("
-                + earlier.format(s="ins.sender", c="ins.control_id", h="ins.sha256", i="ins.id")
-                + ") FROM ins"
-            )
-        else:
-            self._insert = f"{insert} RETURNING id"
-            self._earlier = earlier.format(s="?", c="?", h="?", i="?")
         self._find_original = (
             "SELECT id, received_at FROM inbound_messages"
             f" WHERE sender = {mark} AND control_id = {mark} AND sha256 = {mark}"
@@ -155,8 +147,8 @@ class _BatchInsert:
             for name, process in zip(_COLUMNS, self._processors, strict=True)
         )
 
-    def __call__(self, connection: sa.Connection, rows: list[dict[str, Any]]) -> list[Receipt]:
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    def __call__(self, connection: Any, rows: list[dict[str, Any]]) -> list[Receipt]:
+        cursor = connection.cursor()
         try:
             receipts = []
             for row, (row_id, earlier) in zip(rows, self._insert_rows(cursor, rows), strict=True):
@@ -186,16 +178,8 @@ class _BatchInsert:
                 if not cursor.nextset():
                     return found
         for row in rows:
-            cursor.execute(self._insert, self.params(row))
-            inserted = cursor.fetchone()
-            if inserted is None:
-                found.append((None, None))
-                continue
-            earlier = None
-            if row["control_id"] is not None:
-                key = (row["sender"], row["control_id"], row["sha256"], inserted[0])
-                earlier = cursor.execute(self._earlier, key).fetchone()[0]
-            found.append(_ids(inserted[0], earlier))
+            result = cursor.execute(self._insert, self.params(row)).fetchone()
+            found.append((None, None) if result is None else _ids(*result))
         return found
 
     def _resend(self, cursor: Any, row: dict[str, Any]) -> Receipt:
