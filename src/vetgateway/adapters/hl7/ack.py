@@ -14,6 +14,7 @@ original-mode AA/AE/AR is sent at commit time, like an enhanced-mode accept ACK.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Final, Literal
 
@@ -48,16 +49,26 @@ MINIMAL_ENCODING_CHARACTERS: Final = "^~\\&"
 
 def escape(text: str, header: MshHeader) -> str:
     """Escape ``text`` for a field of a message with ``header``'s delimiters (HL7 v2.5.1 §2.7.1)."""
+    return text.translate(
+        _escape_table(
+            header.field_separator, header.encoding_characters, header.truncation_character
+        )
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _escape_table(field_separator: str, encoding: str, truncation: str | None) -> dict[int, str]:
+    """The translation table for one set of delimiters (a sender uses the same set every time)."""
+    component, repetition, escape_character, subcomponent = tuple(encoding[:4])
     table = dict(_CONTROL)
-    table[ord(header.escape_character)] = "\\E\\"
-    table[ord(header.field_separator)] = "\\F\\"
-    table[ord(header.component_separator)] = "\\S\\"
-    table[ord(header.repetition_separator)] = "\\R\\"
-    table[ord(header.subcomponent_separator)] = "\\T\\"
-    if header.truncation_character is not None:
-        table[ord(header.truncation_character)] = "\\P\\"  # HL7 v2.7 §2.7.1
-    esc = header.escape_character
-    return text.translate({k: v.replace("\\", esc) for k, v in table.items()})
+    table[ord(escape_character)] = "\\E\\"
+    table[ord(field_separator)] = "\\F\\"
+    table[ord(component)] = "\\S\\"
+    table[ord(repetition)] = "\\R\\"
+    table[ord(subcomponent)] = "\\T\\"
+    if truncation is not None:
+        table[ord(truncation)] = "\\P\\"  # HL7 v2.7 §2.7.1
+    return {k: v.replace("\\", escape_character) for k, v in table.items()}
 
 
 def _echo(raw_field: str) -> str:
