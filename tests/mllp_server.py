@@ -24,10 +24,11 @@ class ServedMllp:
         limits: MllpLimits | None = None,
         policy: Hl7Policy | None = None,
         tls: ssl.SSLContext | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self.db = db
         self.incidents: list[tuple[str, str, str]] = []
-        self.inbox = Inbox(db)
+        self.inbox = inbox or Inbox(db)
         self.intake = Hl7Intake(self.inbox, policy)
         self._pool = ThreadPoolExecutor(16)
         self._loop = asyncio.new_event_loop()

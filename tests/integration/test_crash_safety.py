@@ -139,7 +139,7 @@ def gateway_runs(tmp_path: Path) -> Iterator[list[GatewayProcess]]:
 
 
 @pytest.mark.parametrize("fresh_database_url", ["sqlite", "postgresql"], indirect=True)
-def test_crash_safety_every_aa_is_stored_exactly_once_after_sigkill_and_resend(
+def test_r01_kill_9_every_aa_is_stored_exactly_once_and_a_resend_gets_the_stored_ack(
     tmp_path: Path, fresh_database_url: str, gateway_runs: list[GatewayProcess]
 ) -> None:
     rng = random.Random(SEED)

@@ -19,7 +19,9 @@ from tests.waiting import wait_until
 from vetgateway.adapters.hl7.intake import Hl7Policy
 from vetgateway.adapters.mllp.framer import frame
 from vetgateway.adapters.mllp.server import MllpLimits
+from vetgateway.errors import StorageUnavailable
 from vetgateway.store.db import Database
+from vetgateway.store.inbox import Inbox
 from vetgateway.store.models import InboundMessage, MessageStatus
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "hl7"
@@ -403,3 +405,79 @@ def test_r22_enhanced_mode(mllp: ServedMllp, msh15: str, msh16: str, expected: s
         # No application ACK follows (that comes from the pipeline); the next answer is the probe's.
         assert probe_after(peer)[1:3] == ["AA", "PROBE"]
     assert rows(mllp.db)[0].control_id == "ENH1"
+
+
+# -- R02 / R04: faults between the socket read and the commit ---------------------------------
+
+
+class FaultyInbox(Inbox):
+    """An inbox that fails at a chosen point of the write, the way a real failure would."""
+
+    def __init__(self, db: Database, fault: str) -> None:
+        super().__init__(db)
+        self.fault = fault
+
+    def _commit(self, rows):
+        if self.fault == "before-insert":
+            raise StorageUnavailable("database unavailable: connection refused")
+
+        def work(connection):
+            receipts = self._insert(connection, rows)
+            if self.fault == "bug-after-insert":
+                raise RuntimeError("a bug of ours, after the INSERT and before the COMMIT")
+            if self.fault == "commit-lost":
+                raise connection_error(connection)
+            return receipts
+
+        return self._db.write(work)
+
+
+def connection_error(connection) -> Exception:
+    """The driver's own OperationalError, as a lost connection at COMMIT raises it."""
+    module = type(connection).__module__.split(".")[0]
+    if module == "sqlite3":
+        import sqlite3
+
+        return sqlite3.OperationalError("disk I/O error")
+    import psycopg
+
+    return psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+@pytest.mark.parametrize("fault", ["before-insert", "bug-after-insert", "commit-lost"])
+def test_r02_fault_between_read_and_commit_never_gets_aa(db: Database, fault: str) -> None:
+    with ServedMllp(db, inbox=FaultyInbox(db, fault)) as served, connect(served) as peer:
+        peer.send(oru("FAULT1"))
+        ack = peer.read_ack()
+    assert rows(db) == []  # nothing half-stored either
+    assert msa(ack)[1] == "AR"
+    err_segment = segment(ack, "ERR")
+    assert err_segment is not None
+    assert err_segment[3].startswith("207")  # application internal error: retry later
+
+
+def test_r04_disk_full_answers_ar_207_and_stores_nothing(tmp_path: Path) -> None:
+    """SQLite's real SQLITE_FULL path: the database may not grow past a page limit."""
+    from vetgateway.store import migrate
+
+    db = Database(f"sqlite:///{tmp_path / 'full.db'}")
+    migrate.upgrade(db)
+
+    @sa.event.listens_for(db.engine, "connect")
+    def _small_disk(dbapi_connection, _record) -> None:
+        pages = dbapi_connection.execute("PRAGMA page_count").fetchone()[0]
+        dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")  # not one page more
+
+    db.engine.dispose()
+    with ServedMllp(db) as served, connect(served) as peer:
+        # big enough to need new pages, not just the free space in the existing ones
+        ack = peer.exchange(oru("FULL1") + b"NTE|1||" + b"x" * 50_000 + b"\r")
+    db.dispose()
+    assert msa(ack)[1] == "AR"
+    err_segment = segment(ack, "ERR")
+    assert err_segment is not None
+    assert err_segment[3].startswith("207")
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'full.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM inbound_messages")).scalar() == 0
+    engine.dispose()

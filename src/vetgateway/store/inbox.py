@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,8 @@ from vetgateway.errors import StorageError
 from vetgateway.store.db import Database
 from vetgateway.store.models import InboundMessage, MessageStatus
 from vetgateway.store.models.base import utcnow
+
+log = logging.getLogger(__name__)
 
 MessageId = NewType("MessageId", int)
 
@@ -356,6 +359,8 @@ class Inbox:
         except StorageError as exc:
             for p in batch:
                 p.error = exc
+        except Exception:  # our bug: logged with its traceback; the callers answer "retry later"
+            log.exception("inbox commit failed unexpectedly", extra={"batch": len(batch)})
         else:
             for p, receipt in zip(batch, receipts, strict=True):
                 p.receipt = receipt
