@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,18 +13,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.gateway_process import VETGATEWAY, GatewayProcess, gateway_environment
 from tests.waiting import wait_until
 from vetgateway.store import migrate
 from vetgateway.store.db import Database
 
-VETGATEWAY = str(Path(sys.executable).with_name("vetgateway"))
-
-
-def environment(data_dir: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VETGATEWAY_")}
-    env["VETGATEWAY_DATA_DIR"] = str(data_dir)
-    env.update({f"VETGATEWAY_{k.upper()}": v for k, v in settings.items()})
-    return env
+environment = gateway_environment
 
 
 def vetgateway(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -106,99 +98,69 @@ def test_tokens_create_refuses_an_unknown_role(tmp_path: Path) -> None:
     assert "owner" in result.stderr
 
 
-class RunningGateway:
-    def __init__(self, proc: subprocess.Popen[str], listening: dict[str, str]) -> None:
-        self.proc = proc
-        self.listening = listening
-        self.http = listening["http"]
-
-    def get(self, path: str) -> tuple[int, dict[str, object]]:
-        try:
-            with urllib.request.urlopen(self.http + path, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-
-def start_gateway(env: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    """Start ``vetgateway run`` and read the addresses it prints until HTTP (the last) is up."""
-    proc = subprocess.Popen(
-        [VETGATEWAY, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    listening: dict[str, str] = {}
-    for line in proc.stdout:
-        _, name, address, *_ = line.split()
-        listening[name] = address
-        if name == "http":
-            return proc, listening
-    proc.kill()
-    proc.wait()
-    assert proc.stderr is not None
-    raise AssertionError(f"gateway exited before listening: {proc.stderr.read()}")
+def get_json(gateway: GatewayProcess, path: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(gateway.listening["http"] + path, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[RunningGateway]:
-    env = environment(tmp_path, http_port="0", mllp_port="0", astm_port="0", dicom_port="0")
-    proc, listening = start_gateway(env)
-    with proc:
-        try:
-            yield RunningGateway(proc, listening)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(environment(tmp_path), tmp_path / "gateway.log").start()
+    try:
+        yield process
+    finally:
+        process.ensure_dead()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_run_serves_on_embedded_defaults_and_stops_cleanly(
-    gateway: RunningGateway, tmp_path: Path, sig: signal.Signals
+    gateway: GatewayProcess, tmp_path: Path, sig: signal.Signals
 ) -> None:
     assert gateway.listening["mllp"].startswith("mllp://127.0.0.1:")
-    assert gateway.get("/healthz") == (200, {"status": "ok"})
-    status, body = gateway.get("/readyz")
+    assert get_json(gateway, "/healthz") == (200, {"status": "ok"})
+    status, body = get_json(gateway, "/readyz")
     assert status == 200, body
     db = Database(f"sqlite:///{tmp_path / 'vetgateway.db'}")
     assert migrate.current_revision(db) == migrate.head_revision()
     db.dispose()
+    assert gateway.proc is not None
     gateway.proc.send_signal(sig)
     assert gateway.proc.wait(timeout=30) == 0
-    assert gateway.proc.stderr is not None
-    events = [json.loads(line) for line in gateway.proc.stderr.read().splitlines()]
+    events = [json.loads(line) for line in gateway.log_path.read_text().splitlines()]
     assert "gateway stopped" in [e["event"] for e in events]
 
 
-def test_run_counts_what_it_acknowledges_and_audits_transport_incidents(
-    tmp_path: Path,
-) -> None:
+def test_run_counts_what_it_acknowledges_and_audits_transport_incidents(tmp_path: Path) -> None:
     from tests.mllp_peer import MllpPeer, msa
 
-    env = environment(tmp_path, http_port="0", mllp_port="0", mllp_frame_timeout="0.3")
-    proc, listening = start_gateway(env)
-    with proc:
-        try:
-            host, port = listening["mllp"].removeprefix("mllp://").rsplit(":", 1)
-            message = b"MSH|^~\\&|LAB|IDEXX|VG|CLINIC|20261126||ORU^R01|M1|P|2.5.1\rPID|1\r"
-            with MllpPeer(host, int(port)) as peer:
-                assert msa(peer.exchange(message))[1] == "AA"
-                assert msa(peer.exchange(message))[1] == "AA"  # a resend
-            with MllpPeer(host, int(port)) as stalled:
-                stalled.send_raw(b"\x0bMSH|")
-                assert stalled.closed_by_gateway()
-            with urllib.request.urlopen(listening["http"] + "/metrics", timeout=10) as response:
-                metrics = response.read().decode()
-            assert 'vetgateway_hl7_messages_total{channel="mllp",code="AA"} 2.0' in metrics
-            assert 'vetgateway_hl7_resends_total{channel="mllp"} 1.0' in metrics
-            assert 'vetgateway_transport_incidents_total{kind="frame_timeout"} 1.0' in metrics
-            engine = sa.create_engine(f"sqlite:///{tmp_path / 'vetgateway.db'}")
+    env = environment(tmp_path, mllp_frame_timeout="0.3")
+    gateway = GatewayProcess(env, tmp_path / "gateway.log").start()
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'vetgateway.db'}")
+    try:
+        message = b"MSH|^~\\&|LAB|IDEXX|VG|CLINIC|20261126||ORU^R01|M1|P|2.5.1\rPID|1\r"
+        with MllpPeer(*gateway.mllp) as peer:
+            assert msa(peer.exchange(message))[1] == "AA"
+            assert msa(peer.exchange(message))[1] == "AA"  # a resend
+        with MllpPeer(*gateway.mllp) as stalled:
+            stalled.send_raw(b"\x0bMSH|")
+            assert stalled.closed_by_gateway()
+        metrics_url = gateway.listening["http"] + "/metrics"
+        with urllib.request.urlopen(metrics_url, timeout=10) as response:
+            metrics = response.read().decode()
+        assert 'vetgateway_hl7_messages_total{channel="mllp",code="AA"} 2.0' in metrics
+        assert 'vetgateway_hl7_resends_total{channel="mllp"} 1.0' in metrics
+        assert 'vetgateway_transport_incidents_total{kind="frame_timeout"} 1.0' in metrics
 
-            def audited() -> list[str]:
-                with engine.connect() as conn:
-                    return list(conn.execute(sa.text("SELECT action FROM audit_log")).scalars())
+        def audited() -> list[str]:
+            with engine.connect() as conn:
+                return list(conn.execute(sa.text("SELECT action FROM audit_log")).scalars())
 
-            wait_until(lambda: audited(), what="the incident written to the audit log")
-            assert audited() == ["mllp.frame_timeout"]
-            engine.dispose()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=30) == 0
+        wait_until(lambda: audited(), what="the incident written to the audit log")
+        assert audited() == ["mllp.frame_timeout"]
+        assert gateway.stop() == 0
+    finally:
+        engine.dispose()
+        gateway.ensure_dead()
