@@ -37,7 +37,6 @@ No timers live here: ``in_frame`` tells the driver when to run its per-frame rea
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -60,9 +59,17 @@ START_BLOCK: Final = b"\x0b"
 END_BLOCK: Final = b"\x1c\x0d"
 _EB: Final = 0x1C
 _CR: Final = 0x0D
-_DELIMITER = re.compile(rb"[\x0b\x1c]")
+_EB_BYTE: Final = b"\x1c"
 PREVIEW_BYTES: Final = 32
 HEAD_BYTES: Final = 4096
+
+
+def _next_delimiter(buf: bytearray, start: int) -> int:
+    """Position of the next SB or EB at or after ``start``, or -1: two memchr scans, several
+    times faster than a regex character class on multi-kilobyte frames."""
+    eb = buf.find(_EB_BYTE, start)
+    sb = buf.find(START_BLOCK, start, eb if eb >= 0 else len(buf))
+    return sb if sb >= 0 else eb
 
 
 class NeedData(enum.Enum):
@@ -200,8 +207,7 @@ class MllpReceiver:
 
     def _scan_frame(self) -> Frame | JunkDiscarded | FrameTooLarge | None:
         buf = self._buf
-        while (match := _DELIMITER.search(buf, self._scanned)) is not None:
-            pos = match.start()
+        while (pos := _next_delimiter(buf, self._scanned)) >= 0:
             if pos > self.max_message_size:
                 return self._too_large(pos)  # over the limit whatever follows
             if buf[pos] != _EB:  # a new SB: abandon the partial frame, start afresh
