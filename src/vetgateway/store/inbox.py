@@ -119,7 +119,12 @@ class _BatchInsert:
     def __init__(self, dialect: sa.Dialect) -> None:
         table = InboundMessage.__table__
         self._pg = dialect.name == "postgresql"
-        self._processors = [table.c[name].type._cached_bind_processor(dialect) for name in _COLUMNS]
+        # Only a few columns need converting (time, JSON, enum); the rest pass as they are.
+        self._processors = [
+            (index, process)
+            for index, name in enumerate(_COLUMNS)
+            if (process := table.c[name].type._cached_bind_processor(dialect)) is not None
+        ]
         mark = "%s" if self._pg else "?"
         values = ", ".join(
             f"{mark}::messagestatus" if self._pg and c == "status" else mark for c in _COLUMNS
@@ -144,11 +149,11 @@ class _BatchInsert:
         )
         self._received_at = table.c.received_at.type._cached_result_processor(dialect, None)
 
-    def params(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            row[name] if process is None else process(row[name])
-            for name, process in zip(_COLUMNS, self._processors, strict=True)
-        )
+    def params(self, row: dict[str, Any]) -> list[Any]:
+        values = [row[name] for name in _COLUMNS]
+        for index, process in self._processors:
+            values[index] = process(values[index])
+        return values
 
     def __call__(self, connection: Any, rows: list[dict[str, Any]]) -> list[Receipt]:
         cursor = connection.cursor()
