@@ -2,8 +2,9 @@
 asyncio loop that stops cleanly on SIGTERM or SIGINT.
 
 Listeners start only after the database is migrated and are closed before it is released, so
-nothing is accepted that cannot be stored. Blocking store calls (the inbox waits for a commit) run
-on a dedicated thread pool, sized so that many connections can share one group commit.
+nothing is accepted that cannot be stored. All channels share one inbox, so MLLP, HTTP and file
+messages arriving together share commits. MLLP awaits it on the loop; the blocking callers (HTTP,
+files, very large MLLP messages) use a thread pool sized so that many of them can wait at once.
 """
 
 from __future__ import annotations
