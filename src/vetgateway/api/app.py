@@ -84,6 +84,12 @@ def create_app(
     if intake_pool is None:
         owned_pool = ThreadPoolExecutor(settings.intake_threads, thread_name_prefix="http-intake")
         intake_pool = owned_pool
+    owned_inbox: Inbox | None = None
+    if hl7_intake is None:
+        owned_inbox = Inbox(
+            db, max_batch=settings.inbox_max_batch, commit_slots=settings.inbox_commit_slots
+        )
+        hl7_intake = Hl7Intake(owned_inbox, Hl7Policy.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -92,6 +98,8 @@ def create_app(
         finally:
             if owned_pool is not None:
                 owned_pool.shutdown(wait=True)
+            if owned_inbox is not None:
+                owned_inbox.close()
 
     app = FastAPI(
         title="vetgateway",
@@ -99,11 +107,7 @@ def create_app(
         summary="Lab and device integration gateway for veterinary clinics",
         lifespan=lifespan,
     )
-    if hl7_intake is None:
-        inbox = Inbox(
-            db, max_batch=settings.inbox_max_batch, commit_slots=settings.inbox_commit_slots
-        )
-        hl7_intake = Hl7Intake(inbox, Hl7Policy.from_settings(settings))
+
     registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
     app.state.settings = settings
     app.state.db = db

@@ -96,6 +96,29 @@ def _translate(exc: DBAPIError) -> StorageError:
     return StorageError(f"database rejected the write: {exc.orig}")
 
 
+class PinnedConnection:
+    """A pooled connection kept between ``Database.write`` calls by one hot writer (an inbox
+    commit slot), saving the pool's checkout and reset on every commit. Only a connection that
+    just committed is kept; after any failure it goes back to the pool (or is discarded)."""
+
+    def __init__(self) -> None:
+        self._pooled: Any = None
+
+    def take(self) -> Any:
+        pooled, self._pooled = self._pooled, None
+        return pooled
+
+    def keep(self, pooled: Any) -> bool:
+        self._pooled = pooled
+        return True
+
+    def release(self) -> None:
+        """Return the kept connection to the pool (when the writer stops)."""
+        pooled = self.take()
+        if pooled is not None:
+            pooled.close()
+
+
 class Database:
     """An engine plus the session factory; the unit of work for all store access."""
 
@@ -129,7 +152,7 @@ class Database:
         except DBAPIError as exc:
             raise _translate(exc) from exc
 
-    def write(self, work: Callable[[Any], T]) -> T:
+    def write(self, work: Callable[[Any], T], *, pin: PinnedConnection | None = None) -> T:
         """Run ``work(driver_connection)`` in one transaction and commit: the hot path for
         durable writes, with no SQLAlchemy statement layer between the caller and the driver.
 
@@ -137,14 +160,17 @@ class Database:
         since it was pooled), the work is retried once on a fresh connection: nothing of the first
         attempt can have been committed. A failure during COMMIT itself is never retried, since
         the outcome is unknown; it raises ``StorageUnavailable`` and the caller must not
-        acknowledge.
+        acknowledge. With ``pin``, the connection is kept there after a successful commit and
+        reused by the next call, instead of going back to the pool.
         """
         for attempt in (1, 2):
-            try:
-                pooled = self.engine.raw_connection()
-            except (DBAPIError, self._driver_error) as exc:
-                raise StorageUnavailable(f"database unavailable: {exc}") from exc
-            committing = False
+            pooled = pin.take() if pin is not None else None
+            if pooled is None:
+                try:
+                    pooled = self.engine.raw_connection()
+                except (DBAPIError, self._driver_error) as exc:
+                    raise StorageUnavailable(f"database unavailable: {exc}") from exc
+            committing = kept = False
             try:
                 driver_connection = pooled.driver_connection
                 assert driver_connection is not None
@@ -153,6 +179,8 @@ class Database:
                 outcome = work(driver_connection)
                 committing = True
                 driver_connection.commit()
+                if pin is not None:
+                    kept = pin.keep(pooled)
                 return outcome
             except self._driver_error as exc:
                 lost = self._lost_connection(pooled, exc)
@@ -163,7 +191,8 @@ class Database:
                     raise StorageUnavailable(f"database unavailable: {exc}") from exc
                 raise StorageError(f"database rejected the write: {exc}") from exc
             finally:
-                pooled.close()  # back to the pool, rolled back if the commit was not reached
+                if not kept:
+                    pooled.close()  # back to the pool, rolled back if the commit was not reached
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _lost_connection(self, pooled: Any, exc: Exception) -> bool:

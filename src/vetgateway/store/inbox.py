@@ -44,7 +44,7 @@ from typing import Any, NewType
 import sqlalchemy as sa
 
 from vetgateway.errors import StorageError
-from vetgateway.store.db import Database
+from vetgateway.store.db import Database, PinnedConnection
 from vetgateway.store.models import InboundMessage, MessageStatus
 from vetgateway.store.models.base import utcnow
 
@@ -251,10 +251,16 @@ class Inbox:
         self._queue: list[_Pending] = []
         self._leaders = 0  # commit slots held: by leading threads, promoted ones, committer jobs
         self._committer = ThreadPoolExecutor(self._slots, thread_name_prefix="inbox-commit")
+        # One kept connection per commit slot: never more leaders than slots, so never empty.
+        self._pins = [PinnedConnection() for _ in range(self._slots)]
 
     def close(self) -> None:
-        """Finish the batches in hand; call once nothing submits any more."""
+        """Finish the batches in hand and give the kept connections back; call once nothing
+        submits any more."""
         self._committer.shutdown(wait=True)
+        with self._lock:
+            for pin in self._pins:
+                pin.release()
 
     def accept(
         self, raw: bytes, channel: str, peer: str, meta: MessageMeta | None = None
@@ -379,4 +385,10 @@ class Inbox:
                     p.error = StorageError("inbox commit was interrupted; nothing was acknowledged")
 
     def _commit(self, rows: list[dict[str, Any]]) -> list[Receipt]:
-        return self._db.write(lambda connection: self._insert(connection, rows))
+        with self._lock:
+            pin = self._pins.pop()
+        try:
+            return self._db.write(lambda connection: self._insert(connection, rows), pin=pin)
+        finally:
+            with self._lock:
+                self._pins.append(pin)
