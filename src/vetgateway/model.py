@@ -1,0 +1,203 @@
+"""The canonical model: what every parser produces and every later stage reads.
+
+Parsers (HL7 ORU today; ASTM and DICOM later) turn bytes into these values, and mapping, matching,
+interpretation and persistence work on them alone (CONVENTIONS.md §1). They are frozen, slotted
+dataclasses so a value can be shared between stages, cached and compared without defensive copies,
+and they hold no I/O and no ORM objects. Names follow the diagnostics schema
+(``store/models/reports.py``, ``patients.py``, ``orders.py``) where a column exists, and the enums
+mirror its values, so persisting is a field-by-field copy; the ORM is deliberately not imported.
+
+Received text is kept as received (unescaped): a value that could not be read as a number stays in
+``value_text`` with ``value_numeric`` None, so nothing a lab sent is lost by parsing.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Literal, NamedTuple
+
+__all__ = [
+    "Attachment",
+    "Coded",
+    "Comparator",
+    "Identifier",
+    "Observation",
+    "OrderRef",
+    "ParsedMessage",
+    "PatientRef",
+    "Report",
+    "ReportStatus",
+    "ResultStatus",
+    "Sex",
+]
+
+Comparator = Literal["<", ">", "<=", ">=", "="]
+"""How a value relates to its number: ``<0.5`` is below 0.5, not 0.5 (HL7 SN component 1)."""
+
+
+class Sex(enum.Enum):
+    """Sex and neuter status; the same values as ``store.models.patients.Sex``."""
+
+    MALE = "male"
+    FEMALE = "female"
+    MALE_NEUTERED = "male_neutered"
+    FEMALE_SPAYED = "female_spayed"
+    UNKNOWN = "unknown"
+
+
+class ReportStatus(enum.Enum):
+    """A report's status (from OBR-25); the same values as ``store.models.reports.ReportStatus``."""
+
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    CORRECTED = "corrected"
+    CANCELLED = "cancelled"
+
+
+class ResultStatus(enum.Enum):
+    """A result's status (from OBX-11); the values of ``store.models.reports.ResultStatus``.
+
+    ``SUPERSEDED`` is never produced by a parser: persistence sets it on the version a correction
+    replaces.
+    """
+
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    CORRECTED = "corrected"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+
+
+class Identifier(NamedTuple):
+    """One patient identifier as sent: the value, who assigned it, and its HL7 table 0203 type.
+
+    Every identifier is kept (not only the ones recognised as PMS id or microchip) so a technician
+    resolving an unmatched report sees what the lab sent, and matching can be re-run later.
+    """
+
+    value: str
+    authority: str | None
+    type_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Coded:
+    """A coded value (HL7 CE/CWE): code, display text and coding system, each None when absent.
+
+    Kept whole rather than as text alone because the mapper resolves codes (a SNOMED CT breed code
+    names a species too), while people read the text.
+    """
+
+    code: str | None
+    text: str | None
+    system: str | None
+
+    @property
+    def display(self) -> str | None:
+        """The text, else the code: what a person should be shown."""
+        return self.text or self.code
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRef:
+    """The animal as the sender identified it. The gateway owns no patients (the PMS does), so this
+    is a set of clues for matching, never a record."""
+
+    pms_id: str | None = None
+    microchip: str | None = None
+    identifiers: tuple[Identifier, ...] = ()
+    name: str | None = None
+    owner_surname: str | None = None
+    species: Coded | None = None
+    breed: Coded | None = None
+    sex: Sex | None = None
+    birth_date: date | None = None
+    comments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRef:
+    """The numbers a report carries to find its order: matching tries accession, placer, filler."""
+
+    placer: str | None = None
+    filler: str | None = None
+    accession: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """An embedded document (HL7 ED), e.g. the lab's PDF report, stored beside the results.
+
+    ``data`` is the decoded bytes when the encoding was understood (Base64, Hex, plain text), else
+    None; the text as received is in the owning observation's ``value_text`` either way.
+    """
+
+    media_type: str | None
+    encoding: str | None
+    data: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One result (HL7 OBX). The lab's unit, range and flags are kept verbatim; interpretation
+    against our own reference intervals happens later and never overwrites them.
+
+    For SN ratios and ranges (``1:256``, ``2-5``) ``value_numeric`` is None and the parts are in
+    ``sn_first``, ``sn_separator`` and ``sn_second``: a titre is not one number.
+    """
+
+    set_id: int | None
+    sub_id: str | None
+    value_type: str
+    code: str
+    code_text: str | None
+    coding_system: str | None
+    value_text: str
+    value_numeric: Decimal | None = None
+    comparator: Comparator | None = None
+    sn_first: Decimal | None = None
+    sn_separator: str | None = None
+    sn_second: Decimal | None = None
+    value_coded: Coded | None = None
+    unit: str | None = None
+    reference_range: str | None = None
+    range_low: Decimal | None = None
+    range_high: Decimal | None = None
+    abnormal_flags: tuple[str, ...] = ()
+    status: ResultStatus | None = None
+    status_code: str | None = None
+    observed_at: datetime | None = None
+    comments: tuple[str, ...] = ()
+    attachment: Attachment | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One diagnostic report (HL7 OBR with its OBX): the unit that is matched to an order."""
+
+    order: OrderRef
+    patient: PatientRef
+    service_code: str | None
+    service_text: str | None
+    status: ReportStatus | None
+    status_code: str | None
+    observed_at: datetime | None
+    reported_at: datetime | None
+    observations: tuple[Observation, ...] = ()
+    comments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    """A whole inbound message in canonical form, with the header fields logs and ACKs refer to."""
+
+    control_id: str
+    sending_application: str
+    sending_facility: str
+    message_type: str
+    version: str
+    reports: tuple[Report, ...] = ()
+    comments: tuple[str, ...] = ()
