@@ -39,7 +39,7 @@ Comparator = Literal["<", ">", "<=", ">=", "="]
 
 
 class Sex(enum.Enum):
-    """Sex and neuter status; the same values as ``store.models.patients.Sex``."""
+    """Sex and neuter status. The store uses this very enum for its columns."""
 
     MALE = "male"
     FEMALE = "female"
@@ -49,7 +49,7 @@ class Sex(enum.Enum):
 
 
 class ReportStatus(enum.Enum):
-    """A report's status (from OBR-25); the same values as ``store.models.reports.ReportStatus``."""
+    """A report's status (from OBR-25). The store uses this very enum for its columns."""
 
     PRELIMINARY = "preliminary"
     FINAL = "final"
@@ -58,7 +58,7 @@ class ReportStatus(enum.Enum):
 
 
 class ResultStatus(enum.Enum):
-    """A result's status (from OBX-11); the values of ``store.models.reports.ResultStatus``.
+    """A result's status (from OBX-11). The store uses this very enum for its columns.
 
     ``SUPERSEDED`` is never produced by a parser: persistence sets it on the version a correction
     replaces.

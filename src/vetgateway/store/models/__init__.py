@@ -1,5 +1,6 @@
 """The diagnostics schema. Importing this package registers every table on ``Base.metadata``."""
 
+from vetgateway.model import ReportStatus, ResultStatus, Sex
 from vetgateway.store.models.access import ApiToken, AuditEntry, Role
 from vetgateway.store.models.alerts import (
     AcknowledgementVia,
@@ -31,7 +32,7 @@ from vetgateway.store.models.devices import Device, DeviceKind, DeviceProtocol
 from vetgateway.store.models.imaging import ImagingInstance, ImagingSeries, ImagingStudy
 from vetgateway.store.models.messages import InboundMessage, MessageStatus
 from vetgateway.store.models.orders import DiagnosticOrder, OrderItem, OrderItemStatus, OrderStatus
-from vetgateway.store.models.patients import PatientIdentifiers, Sex
+from vetgateway.store.models.patients import PatientIdentifiers
 from vetgateway.store.models.qc import (
     QcDecision,
     QcLot,
@@ -49,8 +50,6 @@ from vetgateway.store.models.reports import (
     MappingStatus,
     MatchStatus,
     ReportAttachment,
-    ReportStatus,
-    ResultStatus,
 )
 
 __all__ = [

@@ -15,8 +15,8 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from vetgateway.model import Sex
 from vetgateway.store.models.base import Base, SoftDelete, Timestamps, UuidKey, enum_type
-from vetgateway.store.models.patients import Sex
 
 
 class CatalogueCategory(enum.Enum):

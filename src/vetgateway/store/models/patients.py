@@ -8,22 +8,14 @@ identifiers lets a human resolve an unmatched report later, and lets matching be
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import date
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from vetgateway.model import Sex
 from vetgateway.store.models.base import enum_type
-
-
-class Sex(enum.Enum):
-    MALE = "male"
-    FEMALE = "female"
-    MALE_NEUTERED = "male_neutered"
-    FEMALE_SPAYED = "female_spayed"
-    UNKNOWN = "unknown"
 
 
 class PatientIdentifiers:

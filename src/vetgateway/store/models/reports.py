@@ -16,6 +16,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from vetgateway.model import ReportStatus, ResultStatus
 from vetgateway.store.models.base import (
     Base,
     BigId,
@@ -28,25 +29,10 @@ from vetgateway.store.models.base import (
 from vetgateway.store.models.patients import PatientIdentifiers
 
 
-class ReportStatus(enum.Enum):
-    PRELIMINARY = "preliminary"
-    FINAL = "final"
-    CORRECTED = "corrected"
-    CANCELLED = "cancelled"
-
-
 class MatchStatus(enum.Enum):
     MATCHED = "matched"
     UNMATCHED = "unmatched"
     REJECTED = "rejected"
-
-
-class ResultStatus(enum.Enum):
-    PRELIMINARY = "preliminary"
-    FINAL = "final"
-    CORRECTED = "corrected"
-    CANCELLED = "cancelled"
-    SUPERSEDED = "superseded"
 
 
 class Interpretation(enum.Enum):
