@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import pickle
+import typing
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -24,8 +26,15 @@ from vetgateway.model import (
     ResultStatus,
     Sex,
 )
+from vetgateway.pipeline.parse.er7 import Segment, parse_er7
+from vetgateway.pipeline.parse.obx import _Draft
 from vetgateway.pipeline.parse.oru import parse_oru
-from vetgateway.pipeline.parse.values import parse_datetime, parse_range
+from vetgateway.pipeline.parse.values import (
+    TimestampMemo,
+    parse_compared,
+    parse_datetime,
+    parse_range,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "hl7"
 
@@ -539,6 +548,144 @@ def test_model_is_frozen() -> None:
     report = parse_oru(message("OBR|1|||T^T")).reports[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         report.status = None  # type: ignore[misc]
+    obs = single_obx("OBX|1|NM|GLU^Glucose^L||5.5|mmol/L", "NTE|1||fasting")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        obs.comments = ()  # type: ignore[misc]
+
+
+def test_observation_draft_declares_the_model_fields() -> None:
+    """obx._Draft becomes an Observation by taking its class: same slots, same declared types."""
+    assert _Draft.__slots__ == Observation.__slots__
+    assert typing.get_type_hints(_Draft) == typing.get_type_hints(Observation)
+    assert not hasattr(Observation, "__post_init__")  # a draft never runs one
+
+
+@pytest.mark.parametrize("name", ORU_FIXTURES)
+def test_observations_equal_ones_built_by_the_dataclass(name: str) -> None:
+    """read_observation builds Observation slot by slot (obx.py): the same value as __init__'s."""
+    for report in oru(name).reports:
+        for obs in report.observations:
+            values = {f.name: getattr(obs, f.name) for f in dataclasses.fields(Observation)}
+            twin = Observation(**values)
+            assert type(obs) is Observation
+            assert obs == twin
+            assert hash(obs) == hash(twin)
+            assert repr(obs) == repr(twin)
+            assert pickle.loads(pickle.dumps(obs)) == obs
+            assert dataclasses.replace(obs, set_id=99).set_id == 99
+
+
+# --- the OBX fast path reads what the accessors read --------------------------------------------
+
+
+def _by_accessors(seg: Segment) -> dict[str, object]:
+    """An OBX read through the ER7 accessors only, in the order parse_oru reads it."""
+
+    def opt(text: str) -> str | None:
+        return text.strip() or None
+
+    parts = seg.components(3)
+    padded = [*parts, "", "", "", "", "", ""]
+    code, text, system = opt(padded[0]), opt(padded[1]), opt(padded[2])
+    if code is None and text is None and any(p.strip() for p in parts) and len(parts) > 3:
+        code, text, system = opt(padded[3]), opt(padded[4]), opt(padded[5])
+    if (code or text) is None:
+        raise ParseError("empty OBX-3", location=seg.location(3))
+    value_type = seg.field(2).strip().upper()
+    value_text = "\n".join(seg.repetitions(5)) if value_type in ("TX", "FT") else seg.field(5)
+    reference = seg.field(7)
+    flags = tuple(
+        f for r in range(1, len(seg.repetitions(8)) + 1) if (f := seg.component(8, 1, r).strip())
+    )
+    status = opt(seg.component(11, 1))
+    set_id = seg.field(1).strip()
+    sub_id = opt(seg.field(4))
+    unit = opt(seg.component(6, 1)) or opt(seg.component(6, 2))
+    return {
+        "code": code or text,
+        "code_text": text,
+        "coding_system": system,
+        "value_type": value_type,
+        "value_text": value_text,
+        "reference_range": opt(reference),
+        "range_low": parse_range(reference)[0],
+        "abnormal_flags": flags,
+        "status_code": status,
+        "set_id": int(set_id) if set_id.isascii() and set_id.isdigit() else None,
+        "sub_id": sub_id,
+        "unit": unit,
+        "observed_at": parse_datetime(seg.component(14, 1)),
+    }
+
+
+# Text for one OBX field: delimiters, escapes (good and bad), numbers, spaces.
+_FIELD_TEXT = st.lists(
+    st.sampled_from(
+        ["^", "~", "&", "\\", "\\S\\", "\\X41\\", "\\X4", "\\.br\\", " ", "a", "1", "."]
+    ),
+    max_size=6,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.lists(_FIELD_TEXT, min_size=14, max_size=14),
+    value_type=st.sampled_from(["NM", "ST", "TX", "", "N\\S\\M"]),
+    stamp=st.sampled_from(["20240105101500", "20240105^x", "2024~2023", "\\X3230\\24", ""]),
+)
+def test_obx_fast_path_agrees_with_the_accessors(
+    fields: list[str], value_type: str, stamp: str
+) -> None:
+    fields[1], fields[13] = value_type, stamp
+    fields[2] = "GLU^Glucose^L" if fields[2] in ("", " ") else fields[2]
+    raw = message("PID|1||P1^^^PMS^PI", "OBR|1|||CHEM^Chemistry", "OBX|" + "|".join(fields))
+    obx = parse_er7(raw).segments_named("OBX")[0]
+    expected: dict[str, object] | str | None
+    try:
+        expected = _by_accessors(obx)
+    except ParseError as exc:
+        expected = exc.location  # the same field must fail first
+    try:
+        (obs,) = parse_oru(raw).reports[0].observations
+    except ParseError as exc:
+        assert exc.location == expected  # noqa: PT017 — compared with the accessors' failure
+        return
+    assert isinstance(expected, dict)
+    assert {name: getattr(obs, name) for name in expected} == expected
+
+
+# --- values: fast paths and memos ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4.10", (None, Decimal("4.10"))),
+        ("0065.88", (None, Decimal("65.88"))),
+        ("12.", (None, Decimal("12"))),
+        (".5", (None, Decimal("0.5"))),
+        (" 7 ", (None, Decimal("7"))),
+        ("<=0.1", ("<=", Decimal("0.1"))),
+        (".", None),
+        ("", None),
+        ("1.2.3", None),
+        ("1e5", None),
+        ("NaN", None),
+        ("\u0663", None),  # an Arabic-Indic digit: NM is ASCII digits only
+        ("\uff11\uff12", None),  # fullwidth digits
+    ],
+)
+def test_parse_compared(text: str, expected: tuple[str | None, Decimal] | None) -> None:
+    assert parse_compared(text) == expected
+
+
+def test_timestamp_memo_parses_each_text_once() -> None:
+    memo = TimestampMemo()
+    first = memo["20240105101530+0100"]
+    assert first == datetime(2024, 1, 5, 10, 15, 30, tzinfo=timezone(timedelta(hours=1)))
+    assert memo["20240105101530+0100"] is first
+    assert memo["not a time"] is None
+    assert len(memo) == 2
 
 
 # --- structural errors -------------------------------------------------------------------------

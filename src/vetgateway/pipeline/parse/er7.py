@@ -27,17 +27,25 @@ What a caller may rely on:
   escapes, whatever the bytes. Errors inside a field (an unterminated escape, bad hex) are found
   when that field is read, so they may be raised by the accessors rather than by ``parse_er7``.
 - One message per call: a second MSH is an error (split batches and concatenations first).
+
+Speed (bench/parse.py): a field holding no escape character needs no decoding, so every accessor
+returns slices of the raw text as soon as ``in`` (a C scan) finds none, and calls no helper on
+that path. Hot callers that read many fields of one segment (the OBX reader) may use ``fields``
+and ``encoding`` directly under the same rule: raw text is the decoded text exactly when it holds
+no ``encoding.escape``. The ``Encoding`` is shared by all messages with the same delimiters and
+character set, as a sender's do not change.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Final
 
 from vetgateway.adapters.hl7.header import MshHeader, read_header
 from vetgateway.errors import ParseError
 
-__all__ = ["Er7Message", "Segment", "parse_er7"]
+__all__ = ["Encoding", "Er7Message", "Segment", "parse_er7"]
 
 _SEGMENT_ID: Final = re.compile(r"[A-Z][A-Z0-9]{2}")
 _HEX: Final = re.compile(r"(?:[0-9A-Fa-f]{2})+")
@@ -45,18 +53,22 @@ _BOM: Final = b"\xef\xbb\xbf"
 _LEADING: Final = b" \t\r\n"
 
 
-class _Encoding:
-    """The delimiters and codec of one message, shared by its segments."""
+class Encoding:
+    """The delimiters (MSH-1, MSH-2) and codec of one message, shared by its segments: read-only.
+
+    ``Encoding.of(header)`` returns one shared instance per distinct set (a sender's delimiters and
+    character set do not change from message to message, so it is built once, not per message).
+    """
 
     __slots__ = ("codec", "component", "escape", "field", "repetition", "simple", "subcomponent")
 
-    def __init__(self, header: MshHeader) -> None:
-        self.field = header.field_separator
-        self.component = header.component_separator
-        self.repetition = header.repetition_separator
-        self.escape = header.escape_character
-        self.subcomponent = header.subcomponent_separator
-        self.codec = header.encoding
+    def __init__(self, field: str, characters: str, codec: str) -> None:
+        self.field = field
+        self.component = characters[0]
+        self.repetition = characters[1]
+        self.escape = characters[2]
+        self.subcomponent = characters[3]
+        self.codec = codec
         # HL7 v2.5.1 §2.7.1 (and v2.7 §2.7.1 for \P\): escapes standing for one delimiter.
         self.simple = {
             "F": self.field,
@@ -66,8 +78,18 @@ class _Encoding:
             "E": self.escape,
             ".br": "\n",
         }
-        if header.truncation_character is not None:
-            self.simple["P"] = header.truncation_character
+        if len(characters) > 4:  # the truncation character (v2.7 §2.5.5.6)
+            self.simple["P"] = characters[4]
+
+    @staticmethod
+    def of(header: MshHeader) -> Encoding:
+        """The shared Encoding for MSH-1, MSH-2 and the codec ``read_header`` chose."""
+        return _shared_encoding(header.field_separator, header.encoding_characters, header.encoding)
+
+
+@lru_cache(maxsize=64)
+def _shared_encoding(field: str, characters: str, codec: str) -> Encoding:
+    return Encoding(field, characters, codec)
 
 
 class Segment:
@@ -77,13 +99,13 @@ class Segment:
     segment ID). The accessors return unescaped text, ``""`` for anything not present.
     """
 
-    __slots__ = ("_enc", "fields", "name", "sequence")
+    __slots__ = ("encoding", "fields", "name", "sequence")
 
-    def __init__(self, name: str, sequence: int, fields: list[str], enc: _Encoding) -> None:
+    def __init__(self, name: str, sequence: int, fields: list[str], encoding: Encoding) -> None:
         self.name = name
         self.sequence = sequence
         self.fields = fields
-        self._enc = enc
+        self.encoding = encoding
 
     def __repr__(self) -> str:
         return f"Segment({self.name}[{self.sequence}], {len(self.fields) - 1} fields)"
@@ -99,8 +121,8 @@ class Segment:
         fields = self.fields
         return fields[n] if n < len(fields) else ""
 
-    def _literal(self, n: int) -> bool:
-        return n <= 2 and self.name == "MSH"  # MSH-1 and MSH-2 are the delimiters themselves
+    # The accessors below are called tens of times per message, so each does its own bounds check
+    # and calls no helper on the common path (a field present, no escape in it).
 
     def field(self, n: int) -> str:
         """Field ``n`` unescaped, its repetition and component separators left in place.
@@ -108,23 +130,32 @@ class Segment:
         Meant for primitive fields (ST, TX, NM, ID …); for composite ones use ``component``, as an
         escaped ``\\S\\`` reads here the same as a component separator.
         """
-        value = self.raw(n)
-        return value if self._literal(n) else self._unescape(value, n)
+        fields = self.fields
+        value = fields[n] if 0 < n < len(fields) else self.raw(n)
+        if self.encoding.escape not in value or (n <= 2 and self.name == "MSH"):
+            return value
+        return self._unescape(value, n)
 
     def repetitions(self, n: int) -> list[str]:
         """The repetitions of field ``n``, each unescaped (§2.5.6); ``[]`` for an empty field."""
-        value = self.raw(n)
+        fields = self.fields
+        value = fields[n] if 0 < n < len(fields) else self.raw(n)
         if not value:
             return []
-        if self._literal(n):
+        if n <= 2 and self.name == "MSH":
             return [value]
-        return [self._unescape(rep, n) for rep in value.split(self._enc.repetition)]
+        reps = value.split(self.encoding.repetition)
+        if self.encoding.escape not in value:
+            return reps
+        return [self._unescape(rep, n) for rep in reps]
 
     def _part(self, n: int, rep: int, c: int) -> str:
+        """Component ``c`` of repetition ``rep`` of field ``n``, still escaped."""
         if rep < 1 or c < 1:
             raise ValueError(f"HL7 repetitions and components start at 1, not {rep}/{c}")
-        value = self.raw(n)
-        enc = self._enc
+        fields = self.fields
+        value = fields[n] if 0 < n < len(fields) else self.raw(n)
+        enc = self.encoding
         if enc.repetition in value:
             reps = value.split(enc.repetition)
             value = reps[rep - 1] if rep <= len(reps) else ""
@@ -141,9 +172,13 @@ class Segment:
         if not 0 < n < len(fields):
             return [] if n > 0 else [self.raw(n)]  # raw() raises for n < 1
         value = fields[n]
+        if not value:
+            return []
+        enc = self.encoding
+        if rep == 1 and enc.repetition not in value and enc.escape not in value and n > 2:
+            return value.split(enc.component)  # the usual field: one repetition, nothing escaped
         if n <= 2 and self.name == "MSH":
             return [value] if rep == 1 else []
-        enc = self._enc
         if enc.repetition in value:
             reps = value.split(enc.repetition)
             value = reps[rep - 1] if 0 < rep <= len(reps) else ""
@@ -157,28 +192,35 @@ class Segment:
 
     def component(self, n: int, c: int, rep: int = 1) -> str:
         """Component ``c`` of repetition ``rep`` of field ``n``, unescaped, subcomponents joined."""
-        if self._literal(n):
+        if n <= 2 and self.name == "MSH":
             return self.raw(n) if c == 1 and rep == 1 else ""
-        return self._unescape(self._part(n, rep, c), n)
+        fields = self.fields
+        enc = self.encoding
+        if rep == 1 and c == 1 and 0 < n < len(fields):  # the usual read: a code, a time, an ID
+            value = fields[n]
+            value = value.partition(enc.repetition)[0].partition(enc.component)[0]
+        else:
+            value = self._part(n, rep, c)
+        return self._unescape(value, n) if enc.escape in value else value
 
     def subcomponent(self, n: int, c: int, s: int, rep: int = 1) -> str:
         """Subcomponent ``s`` of component ``c`` of repetition ``rep`` of field ``n``, unescaped."""
         if s < 1:
             raise ValueError(f"HL7 subcomponents start at 1, not {s}")
-        if self._literal(n):
+        if n <= 2 and self.name == "MSH":
             return self.raw(n) if c == 1 and s == 1 and rep == 1 else ""
         value = self._part(n, rep, c)
-        sep = self._enc.subcomponent
+        sep = self.encoding.subcomponent
         if sep in value:
             subs = value.split(sep)
             value = subs[s - 1] if s <= len(subs) else ""
         elif s > 1:
             return ""
-        return self._unescape(value, n)
+        return self._unescape(value, n) if self.encoding.escape in value else value
 
     def _unescape(self, value: str, n: int) -> str:
         """Decode the escape sequences of §2.7 in one field's text (see the module docstring)."""
-        enc = self._enc
+        enc = self.encoding
         esc = enc.escape
         if esc not in value:
             return value
@@ -213,10 +255,10 @@ class Segment:
                 location=self.location(n),
             )
         try:
-            return bytes.fromhex(digits).decode(self._enc.codec)
+            return bytes.fromhex(digits).decode(self.encoding.codec)
         except (UnicodeDecodeError, LookupError) as exc:
             raise ParseError(
-                f"escape \\X{digits[:12]}\\ is not valid {self._enc.codec} text (§2.7.4)",
+                f"escape \\X{digits[:12]}\\ is not valid {self.encoding.codec} text (§2.7.4)",
                 location=self.location(n),
             ) from exc
 
@@ -256,24 +298,28 @@ def parse_er7(raw: bytes, *, default_encoding: str = "utf-8") -> Er7Message:
         text = body.lstrip(_LEADING).decode(header.encoding)
     except (UnicodeDecodeError, LookupError) as exc:  # read_header checked; kept for the contract
         raise ParseError(f"the message is not valid {header.encoding} text") from exc
-    enc = _Encoding(header)
+    if "\n" in text:  # LF or CR LF endings; the scan is cheap, the replacements are not
+        text = text.replace("\r\n", "\r").replace("\n", "\r")
+    enc = Encoding.of(header)
     sep = enc.field
-    lines = text.replace("\r\n", "\r").replace("\n", "\r").split("\r")
     segments: list[Segment] = []
+    append = segments.append
     counts: dict[str, int] = {}
-    for line in lines:
-        if not line or line.isspace():
-            continue
+    for line in text.split("\r"):
         fields = line.split(sep)
         name = fields[0]
-        if name not in counts and _SEGMENT_ID.fullmatch(name) is None:
+        sequence = counts.get(name, 0) + 1
+        # A name seen before is a valid ID; a blank line never gets into ``counts``.
+        if sequence == 1 and _SEGMENT_ID.fullmatch(name) is None:
+            if not line or line.isspace():
+                continue
             number = len(segments) + 1
             raise ParseError(
                 f"segment {number} starts {line[:12]!r}; a segment starts with a three-character "
                 f"ID such as OBX followed by {sep!r} (HL7 v2.5.1 §2.5.2)",
                 location=f"segment {number}",
             )
-        sequence = counts[name] = counts.get(name, 0) + 1
+        counts[name] = sequence
         if name == "MSH":
             if sequence > 1:
                 raise ParseError(
@@ -282,5 +328,5 @@ def parse_er7(raw: bytes, *, default_encoding: str = "utf-8") -> Er7Message:
                     location=f"MSH[{sequence}]",
                 )
             fields.insert(1, sep)  # MSH-1 is the separator itself (§2.14.9.1)
-        segments.append(Segment(name, sequence, fields, enc))
+        append(Segment(name, sequence, fields, enc))
     return Er7Message(header, segments)

@@ -2,6 +2,13 @@
 
 Pure and forgiving: an odd value gives ``None`` (the caller keeps the original text), never an
 exception. HL7 v2.5.1 §2.A (NM, SN, DT, DTM/TS).
+
+Speed: these run for every OBX. A plain unsigned number (``4.10``), by far the most common OBX-5,
+is recognised with two string methods before any regex. Short reference ranges are memoised for
+the process, as a lab sends the same few range texts for an analyte on every result; timestamps are
+memoised per message (``TimestampMemo``), as a report's results usually share one observation
+time but the next message has its own. Every value returned is immutable (``Decimal``,
+``datetime``, tuples), so a memoised one can be shared.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Final
 
 from vetgateway.model import Comparator
@@ -16,6 +24,9 @@ from vetgateway.model import Comparator
 NUMBER: Final = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
 _COMPARED: Final = re.compile(rf"\s*(<=|>=|<|>|=)?\s*({NUMBER})\s*", re.ASCII)
 RANGE: Final = re.compile(rf"\s*({NUMBER})\s*(?:-|_|to)\s*({NUMBER})\s*", re.ASCII)
+_MEMO_LIMIT: Final = 40  # longer range texts are prose: not memoised, so no one can fill memory
+# Lengths of a TS with a day and without fraction or offset (YYYYMMDD[HH[MM[SS]]]): no regex.
+_DIGITS_ONLY: Final = frozenset({8, 10, 12, 14})
 _TS: Final = re.compile(
     r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?(?:([+-])(\d{2})(\d{2}))?",
     re.ASCII,
@@ -24,6 +35,11 @@ _TS: Final = re.compile(
 
 def parse_datetime(text: str) -> datetime | None:
     """An HL7 TS/DTM as an aware datetime (naive → UTC); None when empty or invalid."""
+    if len(text) in _DIGITS_ONLY and text.isascii() and text.isdigit():  # the usual form
+        try:  # the same value as below, parsed in C (ISO 8601 basic format, Z for UTC)
+            return datetime.fromisoformat(f"{text[:8]}T{text[8:] or '00'}Z")
+        except ValueError:  # month 13, 30 February, hour 24 …
+            return None
     m = _TS.fullmatch(text.strip())
     if m is None:
         return None
@@ -47,6 +63,14 @@ def parse_datetime(text: str) -> datetime | None:
         return None
 
 
+class TimestampMemo(dict[str, datetime | None]):
+    """``memo[text]`` is ``parse_datetime(text)``, parsed once per text; one per message."""
+
+    def __missing__(self, text: str) -> datetime | None:
+        value = self[text] = parse_datetime(text)
+        return value
+
+
 def parse_date(text: str) -> date | None:
     """PID-7 as a date: the first eight digits of the timestamp, None when not a real date."""
     stamp = parse_datetime(text)
@@ -56,6 +80,7 @@ def parse_date(text: str) -> date | None:
 
 
 def parse_decimal(text: str) -> Decimal | None:
+    """``text`` as a Decimal, or None when it is not a number or not finite (``NaN``, ``Inf``)."""
     try:
         value = Decimal(text)
     except InvalidOperation:
@@ -64,6 +89,9 @@ def parse_decimal(text: str) -> Decimal | None:
 
 
 def parse_compared(text: str) -> tuple[Comparator | None, Decimal] | None:
+    """``[<|>|<=|>=|=] number`` (spaces allowed around both) as (comparator, number), else None."""
+    if text.isascii() and text.replace(".", "", 1).isdigit():  # digits, at most one point
+        return None, Decimal(text)
     m = _COMPARED.fullmatch(text)
     if m is None:
         return None
@@ -76,6 +104,15 @@ def parse_compared(text: str) -> tuple[Comparator | None, Decimal] | None:
 
 def parse_range(text: str) -> tuple[Decimal | None, Decimal | None]:
     """The lab's reference range text as (low, high); (None, None) when not understood."""
+    return _memo_range(text) if len(text) <= _MEMO_LIMIT else _read_range(text)
+
+
+@lru_cache(maxsize=1024)
+def _memo_range(text: str) -> tuple[Decimal | None, Decimal | None]:
+    return _read_range(text)
+
+
+def _read_range(text: str) -> tuple[Decimal | None, Decimal | None]:
     m = RANGE.fullmatch(text)
     if m is not None:
         return parse_decimal(m.group(1)), parse_decimal(m.group(2))
