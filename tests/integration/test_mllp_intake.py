@@ -68,6 +68,9 @@ def probe_after(peer: MllpPeer, control_id: str = "PROBE") -> list[str]:
 # Expected first answer for each fixture with P, T and D accepted. None: the sender asked for no
 # accept acknowledgement (enhanced mode, MSH-15=NE), so the next answer is the probe's.
 FIXTURE_ANSWERS = {
+    "vetclinic_orm_o01_canine_three_tests.hl7": "AA",
+    "vetclinic_oml_o21_feline_accession_utf8.hl7": "CA",
+    "vetclinic_orm_o01_cancel_one_test.hl7": "AA",
     "elixirhl7_elr_oru_r01_sn_species_truncation.hl7": "AA",
     "nodehl7c_athena_oru_lf_nte_tq1.hl7": "CA",
     "nodehl7c_cerner_lead_mixed_cr_lf.hl7": "AA",

@@ -34,6 +34,9 @@ def fixture(name: str) -> bytes:
 
 
 SINGLE = {
+    "orders/vetclinic_orm_o01_canine_three_tests.hl7": "VS-000481",
+    "orders/vetclinic_oml_o21_feline_accession_utf8.hl7": "CP-9000317",
+    "orders/vetclinic_orm_o01_cancel_one_test.hl7": "VS-000502",
     "pythonhl7/pythonhl7_oru_r01_ghh_lab_glucose.hl7": "CNTRL-3456",
     "prs/prs_ack_v04_ae_err.hl7": "465798",
     "prs/prs_oru_r01_hci_multi_obr_H_nte_escapes.hl7": "20230816123358",

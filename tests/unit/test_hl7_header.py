@@ -17,6 +17,15 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "hl7"
 
 # file: (control id, MSH-9, version, MSH-11.1, MSH-18, codec, encoding characters)
 EXPECTED = {
+    "orders/vetclinic_orm_o01_canine_three_tests.hl7": (
+        "VS-000481", "ORM^O01", "2.4", "P", "", "utf-8", "^~\\&"
+    ),
+    "orders/vetclinic_oml_o21_feline_accession_utf8.hl7": (
+        "CP-9000317", "OML^O21^OML_O21", "2.5.1", "P", "UNICODE UTF-8", "utf-8", "^~\\&"
+    ),
+    "orders/vetclinic_orm_o01_cancel_one_test.hl7": (
+        "VS-000502", "ORM^O01", "2.3", "P", "", "utf-8", "^~\\&"
+    ),
     "pythonhl7/pythonhl7_oru_r01_ghh_lab_glucose.hl7": (
         "CNTRL-3456", "ORU^R01", "2.4", "P", "", "utf-8", "^~\\&"
     ),
