@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,12 +31,16 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import sqlalchemy as sa
+from _processes import (
+    ADMIN_URL,
+    VETGATEWAY,
+    gateway_env,
+    postgres_database,
+    process_listening,
+    split,
+)
 
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-VETGATEWAY = str(Path(sys.executable).with_name("vetgateway"))
 START, END = b"\x0b", b"\x1c\r"
 SENDERS = (1, 16)
 LATENCY_CONNECTIONS = 8
@@ -228,40 +231,6 @@ async def open_loop(
 
 
 @contextlib.contextmanager
-def process_listening(command: list[str], env: dict[str, str], name: str) -> Iterator[str]:
-    """Start a server process, yield the address it prints for ``name``, stop it afterwards."""
-    proc = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    assert proc.stdout is not None
-    try:
-        address = ""
-        for line in proc.stdout:
-            parts = line.split()
-            if name in parts[:2]:
-                address = next(p for p in parts if "://" in p)
-                break
-        if not address:
-            raise RuntimeError(f"{' '.join(command)} exited ({proc.wait()}) before listening")
-        yield address
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-
-
-def split(address: str) -> tuple[str, int]:
-    parts = urlsplit(address)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    return parts.hostname, parts.port
-
-
-@contextlib.contextmanager
 def bare_server() -> Iterator[tuple[str, int]]:
     command = [sys.executable, __file__, "--serve-bare"]
     with process_listening(command, dict(os.environ), "bare") as address:
@@ -270,31 +239,9 @@ def bare_server() -> Iterator[tuple[str, int]]:
 
 @contextlib.contextmanager
 def gateway(database_url: str, data_dir: Path) -> Iterator[tuple[str, int]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VETGATEWAY_")}
-    env |= {
-        "VETGATEWAY_DATA_DIR": str(data_dir),
-        "VETGATEWAY_DATABASE_URL": database_url,
-        "VETGATEWAY_HTTP_PORT": "0",
-        "VETGATEWAY_MLLP_PORT": "0",
-        "VETGATEWAY_ASTM_PORT": "0",
-        "VETGATEWAY_DICOM_PORT": "0",
-    }
+    env = gateway_env(data_dir, database_url=database_url)
     with process_listening([VETGATEWAY, "run"], env, "mllp") as address:
         yield split(address)
-
-
-@contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    name = f"vgbench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # --- the run ------------------------------------------------------------------------------------

@@ -26,37 +26,11 @@ def gateway_environment(data_dir: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-class GatewayProcess:
-    """One run of the gateway. ``start()`` returns once HTTP (the last listener) is up."""
+class _ChildProcess:
+    """A ``vetgateway`` command run as a child process, stopped or killed by the test."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self._env = env
-        self.log_path = log_path
-        self.proc: subprocess.Popen[str] | None = None
-        self.listening: dict[str, str] = {}
-
-    def start(self) -> GatewayProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [VETGATEWAY, "run"], env=self._env, stdout=subprocess.PIPE, stderr=log, text=True
-            )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            _, name, address, *_ = line.split()
-            self.listening[name] = address
-            if name == "http":
-                return self
-        self.proc.wait()
-        raise AssertionError(
-            f"gateway exited ({self.proc.returncode}) before listening: {self.log_tail()}"
-        )
-
-    @property
-    def mllp(self) -> tuple[str, int]:
-        address = urlsplit(self.listening["mllp"])
-        assert address.hostname is not None
-        assert address.port is not None
-        return address.hostname, address.port
+    proc: subprocess.Popen[str] | None
+    log_path: Path
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a power cut or the OOM killer."""
@@ -89,3 +63,62 @@ class GatewayProcess:
     def _close_stdout(self) -> None:
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+class GatewayProcess(_ChildProcess):
+    """One run of the gateway. ``start()`` returns once HTTP (the last listener) is up."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self._env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[str] | None = None
+        self.listening: dict[str, str] = {}
+
+    def start(self) -> GatewayProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [VETGATEWAY, "run"], env=self._env, stdout=subprocess.PIPE, stderr=log, text=True
+            )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            _, name, address, *_ = line.split()
+            self.listening[name] = address
+            if name == "http":
+                return self
+        self.proc.wait()
+        raise AssertionError(
+            f"gateway exited ({self.proc.returncode}) before listening: {self.log_tail()}"
+        )
+
+    @property
+    def mllp(self) -> tuple[str, int]:
+        address = urlsplit(self.listening["mllp"])
+        assert address.hostname is not None
+        assert address.port is not None
+        return address.hostname, address.port
+
+
+class WorkerProcess(_ChildProcess):
+    """One ``vetgateway worker``; ``start()`` returns once it has declared itself ready."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+        self._env = env
+        self._args = args
+        self.log_path = log_path
+        self.proc = None
+
+    def start(self) -> WorkerProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [VETGATEWAY, "worker", *self._args],
+                env=self._env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("worker ready"):
+                return self
+        self.proc.wait()
+        raise AssertionError(f"worker exited ({self.proc.returncode}): {self.log_tail()}")

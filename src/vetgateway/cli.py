@@ -4,8 +4,10 @@ setting stops it with one line naming the setting (exit code 2)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -24,6 +26,8 @@ app = typer.Typer(
 )
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
+catalogue_app = typer.Typer(help="The test catalogue and code maps.", no_args_is_help=True)
+app.add_typer(catalogue_app, name="catalogue")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -52,6 +56,18 @@ def _migrate(db: Database) -> None:
         _fail(f"cannot migrate the database: {exc}", code=1)
 
 
+def _ensure_catalogue(db: Database) -> None:
+    from vetgateway.store.catalogue import ensure_catalogue
+
+    try:
+        with db.session() as session:
+            summary = ensure_catalogue(session)
+    except StorageError as exc:
+        _fail(f"cannot load the test catalogue: {exc}", code=1)
+    if summary is not None:
+        logging.getLogger(__name__).info("loaded the shipped test catalogue: %s", summary)
+
+
 @app.command()
 def run() -> None:
     """Run every listener (and, with no broker URL, the pipeline worker) in one process."""
@@ -60,12 +76,92 @@ def run() -> None:
     settings = _settings()
     db = _database(settings)
     _migrate(db)
+    _ensure_catalogue(db)
     try:
         asyncio.run(Gateway(settings, db).serve())
     except OSError as exc:
         _fail(f"cannot listen: {exc}", code=1)
     finally:
         db.dispose()
+
+
+@app.command()
+def worker(
+    threads: Annotated[int | None, typer.Option(help="worker threads (default: settings)")] = None,
+    sweep: Annotated[
+        bool, typer.Option("--sweep", help="also re-dispatch unfinished work (a dispatcher)")
+    ] = False,
+) -> None:
+    """Process pipeline work from the configured broker until SIGTERM or SIGINT.
+
+    Start as many as you like, on any machine that reaches the database and the broker.
+    """
+    import signal
+    import threading
+
+    from vetgateway.pipeline.runtime import Pipeline
+
+    settings = _settings()
+    if not settings.broker_url:
+        _fail("VETGATEWAY_BROKER_URL is empty: the embedded pipeline runs inside `vetgateway run`")
+    if threads is not None:
+        settings = settings.model_copy(update={"worker_threads": threads})
+    db = _database(settings)
+    _migrate(db)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    pipeline = Pipeline(settings, db, dispatch=sweep, work=True)
+    pipeline.start()
+    typer.echo(f"worker ready: {settings.worker_threads} threads")
+    try:
+        stop.wait()
+    finally:
+        pipeline.stop()
+        db.dispose()
+
+
+@catalogue_app.command("load")
+def catalogue_load(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="TOML catalogue/map files (default: the catalogue shipped with us)"),
+    ] = None,
+) -> None:
+    """Load tests, code maps and reference intervals (loading the same files twice changes
+    nothing)."""
+    from vetgateway.store.catalogue import load_catalogue
+
+    settings = _settings()
+    db = _database(settings)
+    try:
+        _migrate(db)
+        with db.session() as session:
+            summary = load_catalogue(session, files or None)
+    except (StorageError, ConfigError) as exc:
+        _fail(str(exc), code=1)
+    finally:
+        db.dispose()
+    typer.echo(str(summary))
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="one HL7 v2 message (ER7)")],
+) -> None:
+    """Explain what is wrong where in an HL7 message, against its declared version (exit 1 if
+    anything is)."""
+    from vetgateway.pipeline.parse.validate import format_problems, validate_message
+
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror}")
+    problems = validate_message(raw)
+    if problems:
+        typer.echo(format_problems(problems))
+        raise typer.Exit(1)
+    typer.echo(f"{file}: valid")
 
 
 @app.command("migrate")

@@ -85,6 +85,22 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     inbox_max_batch: int = Field(default=256, ge=1, le=10_000)
     inbox_commit_slots: int = Field(default=1, ge=1, le=16)
+    # The pipeline (pipeline/dispatch.py, pipeline/process.py): the database is the queue of
+    # record; a message handed to the broker is not handed out again for ``lease`` seconds, a
+    # failed attempt waits ``backoff * 2**(attempt-1)`` (at most ``backoff_max``), and after
+    # ``max_attempts`` the message is quarantined with its last error.
+    pipeline_lease_seconds: float = Field(default=60.0, gt=0)
+    pipeline_max_attempts: int = Field(default=5, ge=1, le=100)
+    pipeline_backoff_seconds: float = Field(default=5.0, gt=0)
+    pipeline_backoff_max_seconds: float = Field(default=900.0, gt=0)
+    pipeline_poll_seconds: float = Field(default=1.0, gt=0)
+    pipeline_batch_size: int = Field(default=50, ge=1, le=1000, description="ids per actor call")
+    pipeline_linger_seconds: float = Field(default=0.02, ge=0, le=5)
+    worker_threads: int = Field(default=2, ge=1, le=64)
+    # The broker queue pipeline ids travel on; give each installation sharing a broker its own.
+    broker_queue: str = Field(default="vetgateway.pipeline", pattern=r"^[A-Za-z0-9_.\-]{1,200}$")
+    # Matching by patient identifiers only considers orders placed this many days before a report.
+    match_window_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("database_url")
     @classmethod

@@ -332,6 +332,18 @@ def test_only_the_same_sender_and_control_id_make_a_resend(db: Database, meta: M
     assert second.collision_with is None
 
 
+def test_messages_without_sender_or_control_id_never_collide(db: Database) -> None:
+    """Regression: SQLite reported every second envelope-less message as a collision with the
+    first (a NULL test inside RETURNING), quarantining, e.g., ASTM records and unknown bytes."""
+    inbox = Inbox(db)
+    first = inbox.receive(b"first message", "test", "peer")
+    second = inbox.receive(b"second message", "test", "peer")
+    only_control_id = inbox.receive(b"third message", "test", "peer", MessageMeta(control_id="C"))
+    assert [r.collision_with for r in (first, second, only_control_id)] == [None, None, None]
+    statuses = {load(db, r.message_id).status for r in (first, second, only_control_id)}
+    assert statuses == {MessageStatus.RECEIVED}
+
+
 # -- asyncio callers -----------------------------------------------------------------------------
 
 

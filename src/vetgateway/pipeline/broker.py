@@ -1,7 +1,8 @@
 """Which broker delivers pipeline work, chosen by ``VETGATEWAY_BROKER_URL``.
 
 The broker only delivers ids; the database is the queue of record (CONVENTIONS.md §1). So the
-embedded default can be an in-memory broker served by a worker inside ``vetgateway run``: after a
+embedded default can be an in-memory broker served by a worker inside ``vetgateway run``
+(``pipeline/runtime.py``): after a
 crash the sweeper re-enqueues whatever the database still shows as unfinished.
 """
 
@@ -24,10 +25,3 @@ def create_broker(url: str) -> dramatiq.Broker:
 
         return RedisBroker(url=url)  # type: ignore[no-untyped-call]
     raise ValueError(f"unsupported broker URL scheme: {url.split(':', 1)[0]}")
-
-
-def start_embedded_worker(broker: dramatiq.Broker, threads: int = 2) -> dramatiq.Worker:
-    """Serve an in-memory broker from inside the gateway process."""
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
-    worker.start()
-    return worker

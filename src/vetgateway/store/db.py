@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vetgateway.errors import StorageError, StorageUnavailable
+from vetgateway.store.writer_gate import WriterGate, gate_for
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,16 @@ def normalise_url(url: str) -> URL:
     return parsed
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, durable: bool) -> None:
+    synchronous = "FULL" if durable else "NORMAL"
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, decide where transactions begin (so BEGIN IMMEDIATE works).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
@@ -66,20 +69,28 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """Build an engine with the durability settings above. Creates the SQLite file's folder."""
+def create_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> Engine:
+    """Build an engine with the durability settings above. Creates the SQLite file's folder.
+
+    ``durable=False`` is for work that can be redone from what is durable already (the
+    pipeline: its results are derived from stored messages, and a lost commit also loses the
+    status change, so the message is processed again). Its commits skip the flush to disk:
+    SQLite ``synchronous=NORMAL`` in WAL mode (the next FULL commit, an intake, flushes them
+    too), PostgreSQL ``synchronous_commit=off``. Consistency is never relaxed, only the wait.
+    """
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, durable=durable)
         return engine
+    commit = "on" if durable else "off"
     return sa.create_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=pool_size,
-        connect_args={"options": "-c synchronous_commit=on", "connect_timeout": 5},
+        connect_args={"options": f"-c synchronous_commit={commit}", "connect_timeout": 5},
     )
 
 
@@ -122,9 +133,10 @@ class PinnedConnection:
 class Database:
     """An engine plus the session factory; the unit of work for all store access."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, durable: bool = True) -> None:
         self.url = url
-        self.engine = create_engine(url, pool_size=pool_size)
+        self.durable = durable
+        self.engine = create_engine(url, pool_size=pool_size, durable=durable)
         dbapi = self.engine.dialect.loaded_dbapi
         self._driver_error: type[Exception] = dbapi.Error
         self._driver_operational_error: type[Exception] = dbapi.OperationalError
@@ -133,6 +145,9 @@ class Database:
             self.engine.execution_options(**{_SQLITE_BEGIN: "DEFERRED"}),
             expire_on_commit=False,
         )
+        self._gate: WriterGate | None = None
+        if self.dialect == "sqlite":
+            self._gate = gate_for(str(Path(self.engine.url.database or ":memory:").resolve()))
 
     @property
     def dialect(self) -> str:
@@ -147,10 +162,16 @@ class Database:
         """
         factory = self._read_sessions if readonly else self._sessions
         try:
-            with factory() as session, session.begin():
+            with self._writing(not readonly), factory() as session, session.begin():
                 yield session
         except DBAPIError as exc:
             raise _translate(exc) from exc
+
+    def _writing(self, writes: bool, *, priority: bool = False) -> AbstractContextManager[None]:
+        """On SQLite, queue for this process's writer gate (``writer_gate.py``)."""
+        if writes and self._gate is not None:
+            return self._gate.held(priority=priority)
+        return nullcontext()
 
     def write(self, work: Callable[[Any], T], *, pin: PinnedConnection | None = None) -> T:
         """Run ``work(driver_connection)`` in one transaction and commit: the hot path for
@@ -163,6 +184,10 @@ class Database:
         acknowledge. With ``pin``, the connection is kept there after a successful commit and
         reused by the next call, instead of going back to the pool.
         """
+        with self._writing(True, priority=True):
+            return self._write(work, pin)
+
+    def _write(self, work: Callable[[Any], T], pin: PinnedConnection | None) -> T:
         for attempt in (1, 2):
             pooled = pin.take() if pin is not None else None
             if pooled is None:
@@ -203,6 +228,11 @@ class Database:
         if lost:
             pooled.invalidate(exc)
         return lost
+
+    def redoable(self) -> Database:
+        """A second handle on the same database whose commits do not wait for the disk
+        (``create_engine(durable=False)``), for work that is redone if a crash loses it."""
+        return Database(self.url, pool_size=self.engine.pool.size(), durable=False)  # type: ignore[attr-defined]
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers a trivial query."""

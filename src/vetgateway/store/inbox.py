@@ -163,6 +163,10 @@ class _BatchInsert:
                 if row_id is None:
                     receipts.append(self._resend(cursor, row))
                     continue
+                if row["sender"] is None or row["control_id"] is None:
+                    # Nothing to collide with. Decided here, not in the SQL: SQLite 3.40
+                    # evaluates NULL tests on the new row wrongly inside RETURNING.
+                    earlier = None
                 if earlier is not None:
                     self._hold_for_review(cursor, row_id, earlier)
                 receipts.append(Receipt(row_id, row["received_at"], collision_with=earlier))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from vetgateway.api.v1 import hl7, messages, tokens
+from vetgateway.api.v1 import hl7, messages, orders, results, tokens, unmatched
 
 PREFIX = "/api/v1"
 
@@ -15,4 +15,7 @@ def build_router() -> APIRouter:
     router.include_router(tokens.router)
     router.include_router(hl7.router)
     router.include_router(messages.router)
+    router.include_router(orders.router)
+    router.include_router(results.router)
+    router.include_router(unmatched.router)
     return router

@@ -12,6 +12,7 @@ import enum
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -73,11 +74,24 @@ class DiagnosticReport(UuidKey, Timestamps, SoftDelete, PatientIdentifiers, Base
     accession_number: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     placer_number: Mapped[str | None] = mapped_column(sa.String(64))
     filler_number: Mapped[str | None] = mapped_column(sa.String(64))
+    # Who sent it, as the code maps know senders (``pipeline.mapping.source_key``).
+    source: Mapped[str | None] = mapped_column(sa.String(64))
+    # The same report sent again (preliminary, final, corrected) has the same key: source, the
+    # first of accession/filler/placer number, and the service (OBR-4). None when the sender gave
+    # no number, so such a report is never merged with another.
+    report_key: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    service_code: Mapped[str | None] = mapped_column(sa.String(64))
+    service_name: Mapped[str | None] = mapped_column(sa.String(200))
     status: Mapped[ReportStatus] = mapped_column(enum_type(ReportStatus))
     match_status: Mapped[MatchStatus] = mapped_column(
         enum_type(MatchStatus), default=MatchStatus.UNMATCHED
     )
+    # Which rule attached it ("accession", "pms_id", ..., "manual"), or None while unmatched.
+    match_rule: Mapped[str | None] = mapped_column(sa.String(32))
     match_reason: Mapped[str | None] = mapped_column(sa.Text())
+    # The scored candidates a technician chooses from (``ScoredCandidate.to_json``).
+    match_candidates: Mapped[list[Any] | None] = mapped_column()
+    comments: Mapped[str | None] = mapped_column(sa.Text())
     observed_at: Mapped[datetime | None]
     reported_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(sa.Integer(), default=1)
@@ -124,6 +138,11 @@ class LabResult(IdentityKey, Timestamps, SoftDelete, Base):
     )
     status: Mapped[ResultStatus] = mapped_column(enum_type(ResultStatus))
     mapping_status: Mapped[MappingStatus] = mapped_column(enum_type(MappingStatus))
+    # Why a result is unmapped (unknown code, unit with no conversion), for the reviewer.
+    mapping_note: Mapped[str | None] = mapped_column(sa.String(255))
+    # The code and unit exactly as sent, whatever mapping did to ``unit`` and the value.
+    source_unit: Mapped[str | None] = mapped_column(sa.String(32))
+    value_type: Mapped[str | None] = mapped_column(sa.String(8))
     set_id: Mapped[int | None] = mapped_column(sa.Integer())
     # OBX-4 observation sub-id: a string in HL7 ("1", "1.2"), not a number.
     sub_id: Mapped[str | None] = mapped_column(sa.String(20))

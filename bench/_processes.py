@@ -1,0 +1,96 @@
+"""What the end-to-end benches share: running ``vetgateway`` commands as child processes and a
+throw-away PostgreSQL database. Not a bench itself."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+
+ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+VETGATEWAY = str(Path(sys.executable).with_name("vetgateway"))
+
+
+def gateway_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """This environment without VETGATEWAY_* settings, then ``settings``; every port 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VETGATEWAY_")}
+    env["VETGATEWAY_DATA_DIR"] = str(data_dir)
+    ports = {"http_port": "0", "mllp_port": "0", "astm_port": "0", "dicom_port": "0"}
+    env |= {f"VETGATEWAY_{k.upper()}": v for k, v in (ports | settings).items()}
+    return env
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+@contextlib.contextmanager
+def process_listening(command: list[str], env: dict[str, str], name: str) -> Iterator[str]:
+    """Start a server process, yield the address it prints for ``name``, stop it afterwards."""
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert proc.stdout is not None
+    try:
+        address = ""
+        for line in proc.stdout:
+            parts = line.split()
+            if name in parts[:2]:
+                address = next(p for p in parts if "://" in p)
+                break
+        if not address:
+            raise RuntimeError(f"{' '.join(command)} exited ({proc.wait()}) before listening")
+        yield address
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def process_ready(command: list[str], env: dict[str, str], marker: str) -> Iterator[None]:
+    """Start a process and return once it prints a line starting with ``marker``."""
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert proc.stdout is not None
+    try:
+        if not any(line.startswith(marker) for line in proc.stdout):
+            raise RuntimeError(f"{' '.join(command)} exited ({proc.wait()}) before ready")
+        yield
+    finally:
+        _stop(proc)
+
+
+def split(address: str) -> tuple[str, int]:
+    parts = urlsplit(address)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    return parts.hostname, parts.port
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    name = f"vgbench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -1,0 +1,103 @@
+"""The unmatched-results queue, worked by technicians (issue 4 §5; RELIABILITY R38, R39).
+
+- ``GET /unmatched``: reports the pipeline could not attach, newest first, with the reason and
+  the scored candidates (owner + animal name + species only ever *propose*; a human decides).
+- ``POST /unmatched/{id}/resolve``: ``{"action": "attach", "order_id": …}`` (or ``patient_id``),
+  or ``{"action": "reject", "reason": …}``. Audited with the token's name; 404 for an unknown
+  report, 409 when it is no longer in the queue or the decision is incomplete.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from vetgateway.api.auth import Principal, require_role
+from vetgateway.api.deps import get_database
+from vetgateway.model import ReportStatus
+from vetgateway.store import results as result_store
+from vetgateway.store.db import Database
+from vetgateway.store.models import Role
+from vetgateway.store.models.reports import MatchStatus
+
+router = APIRouter(prefix="/unmatched", tags=["unmatched"])
+
+Technician = Annotated[Principal, Depends(require_role(Role.TECHNICIAN))]
+Db = Annotated[Database, Depends(get_database)]
+
+
+class UnmatchedReport(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    inbound_message_id: int | None
+    created_at: datetime
+    source: str | None
+    accession_number: str | None
+    placer_number: str | None
+    filler_number: str | None
+    service_code: str | None
+    service_name: str | None
+    status: ReportStatus
+    patient_pms_id: str | None
+    patient_microchip: str | None
+    patient_name: str | None
+    owner_surname: str | None
+    species: str | None
+    match_reason: str | None
+    match_candidates: list[dict[str, Any]] | None
+
+
+class UnmatchedPage(BaseModel):
+    items: list[UnmatchedReport]
+    next_before: datetime | None = Field(description="pass as before for the next page")
+
+
+class Resolve(BaseModel):
+    action: Literal["attach", "reject"]
+    order_id: uuid.UUID | None = None
+    patient_id: uuid.UUID | None = Field(default=None, description="the PMS patient's UUID")
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class Resolved(BaseModel):
+    id: uuid.UUID
+    match_status: MatchStatus
+
+
+@router.get("", summary="Reports waiting for a human to match them")
+def list_unmatched(
+    _tech: Technician,
+    db: Db,
+    before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> UnmatchedPage:
+    with db.session(readonly=True) as session:
+        reports = result_store.find_unmatched(session, before=before, limit=limit)
+        items = [UnmatchedReport.model_validate(r) for r in reports]
+    return UnmatchedPage(
+        items=items, next_before=items[-1].created_at if len(items) == limit else None
+    )
+
+
+@router.post("/{report_id}/resolve", summary="Attach an unmatched report, or reject it")
+def resolve(report_id: uuid.UUID, body: Resolve, tech: Technician, db: Db) -> Resolved:
+    with db.session() as session:
+        outcome = result_store.resolve_unmatched(
+            session,
+            report_id,
+            action=body.action,
+            actor=tech.actor,
+            order_id=body.order_id,
+            patient_id=body.patient_id,
+            reason=body.reason,
+        )
+        if outcome.not_found:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no report {report_id}")
+        if outcome.refused is not None:
+            raise HTTPException(status.HTTP_409_CONFLICT, outcome.refused)
+    return Resolved(id=outcome.report_id, match_status=outcome.match_status)

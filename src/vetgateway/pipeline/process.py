@@ -1,0 +1,298 @@
+"""Inbound messages through the pipeline: parse → map → match → persist, exactly once.
+
+``MessageProcessor.process_batch(ids)`` is what the actor calls, whichever broker delivered the
+ids and however often. The order of things is chosen for that:
+
+1. Read the rows outside any write transaction; those no longer ``received`` are skipped.
+2. Parse and map: pure, CPU only, no lock held (an SQLite write lock held while parsing would
+   stall the inbox, and with it every ACK). A ``ParseError`` quarantines the message with its
+   reason, naming segment and field; it is never retried, retrying cannot fix the bytes.
+3. Match the new reports against orders, still outside the write transaction (reads only, so
+   on SQLite no ACK waits behind order lookups).
+4. One write transaction for the batch: lock the rows still ``received``
+   (``lock_received_many``; a second delivery of an id waits there, then finds it finished and
+   does nothing), write reports and results, and mark each message
+   ``processed`` (every report matched), ``unmatched`` or ``quarantined``. Each message's reports
+   and results are in that one transaction with its status, so they appear together or not at
+   all; a batch only shares the commit, which is what makes the pipeline fast.
+
+Reports seen for the first time take a fast path: one query finds the orders of the whole batch
+by number, and every report and result goes in with one multi-row INSERT each. A resend (a
+correction, preliminary → final) or a report whose numbers did not settle it goes through the
+full per-report path (``store/reports.save_report``, ``store/orders.candidate_orders``).
+
+The pipeline's database handle does not wait for the disk on commit (``Database.redoable``):
+everything it writes is derived from messages already durable in the inbox, and a crash that
+loses a commit also loses the status change, so those messages are simply processed again.
+Intake commits stay fully synchronous.
+
+Anything else that goes wrong (database down, our own bug) propagates to the actor
+(``actors.py``), which retries the batch message by message and records the error for backoff.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import cast
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from vetgateway.errors import ParseError
+from vetgateway.model import Report
+from vetgateway.pipeline.mapping import (
+    MappingTable,
+    map_observations,
+    source_key,
+)
+from vetgateway.pipeline.matching import MatchDecision, OrderCandidate, decide_match
+from vetgateway.pipeline.parse.orm import OrderIn, parse_order_message
+from vetgateway.pipeline.parse.oru import parse_oru
+from vetgateway.pipeline.species import species_word
+from vetgateway.store import work_queue
+from vetgateway.store.catalogue import mapping_table
+from vetgateway.store.db import Database
+from vetgateway.store.models import InboundMessage, MessageStatus
+from vetgateway.store.models.base import utcnow
+from vetgateway.store.orders import candidate_orders, orders_by_number, upsert_order
+from vetgateway.store.reports import (
+    ReportInput,
+    existing_keys,
+    insert_new_reports,
+    save_report,
+)
+
+__all__ = ["MessageProcessor", "Outcome"]
+
+log = logging.getLogger(__name__)
+
+_M = cast(sa.Table, InboundMessage.__table__)
+_ORDER_TYPES = frozenset({"ORM^O01", "OML^O21"})
+
+
+class Outcome(enum.Enum):
+    PROCESSED = "processed"
+    UNMATCHED = "unmatched"
+    QUARANTINED = "quarantined"
+    SKIPPED = "skipped"  # already finished (a second delivery), or unknown id
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One message after the pure stages: its orders, its reports, or why it is quarantined."""
+
+    message_id: int
+    received_at: datetime
+    orders: tuple[OrderIn, ...] = ()
+    reports: tuple[ReportInput, ...] = ()
+    refused: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Matching done before the write: report keys already seen (resends, handled in the write
+    transaction) and the decision for every other report, by (message id, report index)."""
+
+    resent: frozenset[str]
+    decisions: dict[tuple[int, int], MatchDecision]
+
+
+def _message_type(declared: str | None) -> str:
+    """``ORU^R01^ORU_R01`` → ``ORU^R01``: the event is what decides the stages."""
+    return "^".join((declared or "").split("^")[:2])
+
+
+def _numbered(candidate: OrderCandidate, report: Report) -> bool:
+    """The order carries one of the report's numbers in the same role (as ``candidate_orders``)."""
+    ref = report.order
+    return bool(
+        (ref.accession and candidate.accession_number == ref.accession.strip())
+        or (ref.placer and candidate.placer_number == ref.placer.strip())
+        or (ref.filler and candidate.filler_number == ref.filler.strip())
+    )
+
+
+class MessageProcessor:
+    """Runs the stages for batches of message ids. Thread-safe; one per worker process.
+
+    The mapping table is read from the database once and re-read every ``mapping_ttl`` seconds,
+    so a mapping added through ``vetgateway catalogue load`` applies without a restart.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        match_window: timedelta = timedelta(days=30),
+        mapping_ttl: float = 30.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = db
+        self._window = match_window
+        self._ttl = mapping_ttl
+        self._clock = clock
+        self._table: MappingTable | None = None
+        self._table_loaded = 0.0
+        self._table_lock = threading.Lock()
+
+    def mapping_table(self) -> MappingTable:
+        with self._table_lock:
+            if self._table is None or time.monotonic() - self._table_loaded > self._ttl:
+                with self._db.session(readonly=True) as session:
+                    self._table = mapping_table(session)
+                self._table_loaded = time.monotonic()
+            return self._table
+
+    def process(self, message_id: int) -> Outcome:
+        return self.process_batch([message_id])[message_id]
+
+    def process_batch(self, ids: Sequence[int]) -> dict[int, Outcome]:
+        """Process every id still ``received``; the others come back ``SKIPPED``."""
+        outcomes = dict.fromkeys(ids, Outcome.SKIPPED)
+        with self._db.session(readonly=True) as session:
+            rows = session.execute(
+                sa.select(_M.c.id, _M.c.raw, _M.c.message_type, _M.c.received_at)
+                .where(_M.c.id.in_(list(ids)), _M.c.status == MessageStatus.RECEIVED)
+                .order_by(_M.c.id)  # arrival order: a preliminary before its final
+            ).all()
+        prepared = [self._prepare(r.id, r.raw, r.message_type, r.received_at) for r in rows]
+        if prepared:
+            with self._db.session(readonly=True) as session:
+                plan = self._match_new_reports(session, prepared)
+            outcomes.update(self._write(prepared, plan))
+        return outcomes
+
+    def _prepare(
+        self, message_id: int, raw: bytes, message_type: str | None, received_at: datetime
+    ) -> _Prepared:
+        """The pure stages for one message."""
+        try:
+            if _message_type(message_type) in _ORDER_TYPES:
+                return _Prepared(message_id, received_at, orders=parse_order_message(raw))
+            parsed = parse_oru(raw)
+            if not parsed.reports:
+                raise ParseError("the message carries no report: no OBR segment", location="OBR")
+        except ParseError as exc:
+            return _Prepared(message_id, received_at, refused=f"parse error: {exc}")
+        source = source_key(parsed.sending_facility, parsed.sending_application)
+        table = self.mapping_table()
+        reports = tuple(
+            ReportInput(
+                message_id=message_id,
+                source=source,
+                report=report,
+                mapped=map_observations(report.observations, source, table),
+                species=species_word(report.patient.species),
+            )
+            for report in parsed.reports
+        )
+        return _Prepared(message_id, received_at, reports=reports)
+
+    def _match_new_reports(self, session: Session, prepared: list[_Prepared]) -> _Plan:
+        """Match the reports seen for the first time, before the write transaction.
+
+        Reads only, so on SQLite it holds no write lock and the inbox's commits (the ACKs) never
+        wait behind order lookups. ``_write`` re-checks that each one is still new; an order
+        placed in the milliseconds between is found by the unmatched queue's human, not lost.
+        """
+        items = [(p, n, item) for p in prepared for n, item in enumerate(p.reports)]
+        keys = Counter(item.key for _p, _n, item in items if item.key is not None)
+        resent = existing_keys(session, keys) | {k for k, count in keys.items() if count > 1}
+        fresh = [(p, n, item) for p, n, item in items if item.key not in resent]
+        numbers = {
+            number
+            for _p, _n, item in fresh
+            for number in (
+                item.report.order.accession,
+                item.report.order.placer,
+                item.report.order.filler,
+            )
+            if number
+        }
+        by_number = orders_by_number(session, numbers)
+        decisions: dict[tuple[int, int], MatchDecision] = {}
+        for p, n, item in fresh:
+            observed_at = item.report.observed_at or p.received_at
+            decision = decide_match(
+                item.report,
+                item.species,
+                [c for c in by_number if _numbered(c, item.report)],
+                observed_at=observed_at,
+                window=self._window,
+            )
+            if not decision.matched:  # the patient rules need their own queries
+                decision = self._decide(session, item, observed_at)
+            decisions[(p.message_id, n)] = decision
+        return _Plan(frozenset(resent), decisions)
+
+    def _write(self, prepared: list[_Prepared], plan: _Plan) -> dict[int, Outcome]:
+        now = self._clock()
+        outcomes: dict[int, Outcome] = {}
+        with self._db.session() as session:
+            live = work_queue.lock_received_many(session, [p.message_id for p in prepared])
+            prepared = [p for p in prepared if p.message_id in live]
+            for p in prepared:
+                if p.refused is not None:
+                    work_queue.quarantine(session, p.message_id, reason=p.refused, now=now)
+                    log.warning(
+                        "message quarantined",
+                        extra={"message_id": p.message_id, "reason": p.refused},
+                    )
+                    outcomes[p.message_id] = Outcome.QUARANTINED
+                elif not p.reports:
+                    for order in p.orders:
+                        upsert_order(session, order, actor=f"hl7:message:{p.message_id}")
+                    outcomes[p.message_id] = Outcome.PROCESSED
+            with_reports = [p for p in prepared if p.reports]
+            outcomes |= self._save_reports(session, with_reports, plan, now)
+            work_queue.finish_many(
+                session,
+                {
+                    i: MessageStatus(o.value)
+                    for i, o in outcomes.items()
+                    if o in (Outcome.PROCESSED, Outcome.UNMATCHED)
+                },
+                now=now,
+            )
+        return outcomes
+
+    def _save_reports(
+        self, session: Session, prepared: list[_Prepared], plan: _Plan, now: datetime
+    ) -> dict[int, Outcome]:
+        planned = [
+            (p, item, plan.decisions[(p.message_id, n)])
+            for p in prepared
+            for n, item in enumerate(p.reports)
+            if (p.message_id, n) in plan.decisions
+        ]
+        # A report that another transaction wrote since the plan was made is a resend now.
+        raced = existing_keys(session, {item.key for _p, item, _d in planned if item.key})
+        fresh = [(item, d) for _p, item, d in planned if item.key not in raced]
+        saved = insert_new_reports(session, fresh, now=now)
+        matched = dict.fromkeys((p.message_id for p in prepared), True)
+        for (item, _decision), result in zip(fresh, saved, strict=True):
+            matched[item.message_id] &= result.matched
+        for p in prepared:  # in message order: a final after its preliminary
+            for item in p.reports:
+                if item.key in plan.resent or (item.key is not None and item.key in raced):
+                    observed_at = item.report.observed_at or p.received_at
+                    decide = functools.partial(self._decide, session, item, observed_at)
+                    result = save_report(session, item, decide=decide, now=now)
+                    matched[item.message_id] &= result.matched
+        return {i: Outcome.PROCESSED if m else Outcome.UNMATCHED for i, m in matched.items()}
+
+    def _decide(self, session: Session, item: ReportInput, observed_at: datetime) -> MatchDecision:
+        candidates = candidate_orders(
+            session, item.report, item.species, observed_at=observed_at, window=self._window
+        )
+        return decide_match(
+            item.report, item.species, candidates, observed_at=observed_at, window=self._window
+        )

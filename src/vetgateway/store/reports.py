@@ -1,0 +1,467 @@
+"""Writing reports and results, with their versions and history.
+
+One call per report of a message, inside the pipeline's one transaction per message. The same
+report sent again is found by its ``report_key`` (sender, the first of accession / filler / placer
+number, and the service) and then:
+
+- **correction** (OBR-25 or any OBX-11 ``C``): a new report version (``version`` + 1,
+  ``supersedes_id`` → the old one) with new result rows, each pointing at the result it replaces;
+  the old results are kept, status ``superseded``. Matching carries over from the old version.
+- **any other resend** (preliminary → final, a final resent with changes, more results): updated
+  in place; each changed result's previous value and status go into one ``report.updated`` audit
+  entry, so the history is kept without a row per state. Unchanged results are not touched.
+
+Results go in with one multi-row INSERT per report and no ORM objects on this path: a 20-result
+report is two statements. Strings are clipped to their column's length; the raw message keeps the
+full text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, cast
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from vetgateway.model import Observation, Report, ReportStatus, ResultStatus
+from vetgateway.pipeline.mapping import MappedObservation
+from vetgateway.pipeline.matching import MatchDecision, normalise_microchip
+from vetgateway.store.audit import audit
+from vetgateway.store.models import (
+    DiagnosticReport,
+    LabResult,
+    ReportAttachment,
+)
+from vetgateway.store.models.reports import Interpretation, MappingStatus, MatchStatus
+
+AnyRow = sa.Row[*tuple[Any, ...]]
+
+__all__ = [
+    "ReportInput",
+    "SavedReport",
+    "apply_match",
+    "existing_keys",
+    "insert_new_reports",
+    "report_key",
+    "save_report",
+]
+
+_R = cast(sa.Table, DiagnosticReport.__table__)
+_L = cast(sa.Table, LabResult.__table__)
+_A = cast(sa.Table, ReportAttachment.__table__)
+
+_RESULT_STATUS_OF_REPORT = {
+    ReportStatus.PRELIMINARY: ResultStatus.PRELIMINARY,
+    ReportStatus.FINAL: ResultStatus.FINAL,
+    ReportStatus.CORRECTED: ResultStatus.CORRECTED,
+    ReportStatus.CANCELLED: ResultStatus.CANCELLED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SavedReport:
+    """What happened to one report: its row, its version, and whether it is matched."""
+
+    report_id: uuid.UUID
+    version: int
+    action: Literal["created", "updated", "corrected"]
+    matched: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReportInput:
+    """One parsed and mapped report, ready to be written for the message it came in."""
+
+    message_id: int
+    source: str
+    report: Report
+    mapped: tuple[MappedObservation, ...]
+    species: str | None
+
+    @property
+    def key(self) -> str | None:
+        return report_key(self.source, self.report)
+
+
+def _clip(text: str | None, length: int) -> str | None:
+    return None if text is None else text[:length]
+
+
+def report_key(source: str, report: Report) -> str | None:
+    """The identity of a report across resends, or None when the sender gave no number."""
+    number = report.order.accession or report.order.filler or report.order.placer
+    if not number:
+        return None
+    return _clip(f"{source}|{number}|{report.service_code or ''}", 255)
+
+
+def _result_status(obs: Observation, report: Report) -> ResultStatus:
+    if obs.status is not None:
+        return obs.status
+    if report.status is not None:
+        return _RESULT_STATUS_OF_REPORT[report.status]
+    return ResultStatus.FINAL
+
+
+def _is_correction(report: Report) -> bool:
+    return report.status is ReportStatus.CORRECTED or any(
+        o.status is ResultStatus.CORRECTED for o in report.observations
+    )
+
+
+def _joined(texts: Sequence[str]) -> str | None:
+    return "\n".join(texts) if texts else None
+
+
+def _result_row(
+    m: MappedObservation, report: Report, report_id: uuid.UUID, now: datetime
+) -> dict[str, Any]:
+    obs = m.observation
+    return {
+        "report_id": report_id,
+        "test_id": m.test_id,
+        "source_code": _clip(obs.code, 64),
+        "source_name": _clip(obs.code_text, 200),
+        "value_numeric": m.value_numeric,
+        "value_text": obs.value_text,
+        "comparator": obs.comparator,
+        "unit": _clip(m.unit, 32),
+        "source_unit": _clip(obs.unit, 32),
+        "value_type": _clip(obs.value_type, 8),
+        "reference_range": _clip(obs.reference_range, 100),
+        "lab_low": obs.range_low,
+        "lab_high": obs.range_high,
+        "lab_flags": _clip("~".join(obs.abnormal_flags), 32) or None,
+        "interpretation": Interpretation.NOT_INTERPRETED,
+        "status": _result_status(obs, report),
+        "mapping_status": MappingStatus.MAPPED if m.mapped else MappingStatus.UNMAPPED,
+        "mapping_note": _clip(m.reason, 255),
+        "set_id": obs.set_id,
+        "sub_id": _clip(obs.sub_id, 20),
+        "observed_at": obs.observed_at or report.observed_at,
+        "version": 1,
+        "supersedes_id": None,
+        "comments": _joined(obs.comments),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _report_row(
+    item: ReportInput, report_id: uuid.UUID, decision: MatchDecision | None, now: datetime
+) -> dict[str, Any]:
+    report = item.report
+    p = report.patient
+    chip = normalise_microchip(p.microchip) or p.microchip
+    return {
+        "id": report_id,
+        "inbound_message_id": item.message_id,
+        "source": _clip(item.source, 64),
+        "report_key": item.key,
+        "accession_number": _clip(report.order.accession, 64),
+        "placer_number": _clip(report.order.placer, 64),
+        "filler_number": _clip(report.order.filler, 64),
+        "service_code": _clip(report.service_code, 64),
+        "service_name": _clip(report.service_text, 200),
+        "status": report.status or ReportStatus.FINAL,
+        "observed_at": report.observed_at,
+        "reported_at": report.reported_at,
+        "comments": _joined(report.comments),
+        "patient_pms_id": _clip(p.pms_id, 64),
+        "patient_microchip": _clip(chip, 32),
+        "patient_name": _clip(p.name, 200),
+        "owner_surname": _clip(p.owner_surname, 200),
+        "species": item.species,
+        "breed": _clip(p.breed.display if p.breed else None, 100),
+        "sex": p.sex,
+        "birth_date": p.birth_date,
+        **_match_values(decision),
+        "version": 1,
+        "supersedes_id": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _match_values(decision: MatchDecision | None) -> dict[str, Any]:
+    if decision is None:
+        return {
+            "order_id": None,
+            "patient_id": None,
+            "match_status": MatchStatus.UNMATCHED,
+            "match_rule": None,
+            "match_reason": None,
+            "match_candidates": None,
+        }
+    matched = decision.matched
+    return {
+        "order_id": decision.order_id,
+        "patient_id": decision.patient_id,
+        "match_status": MatchStatus.MATCHED if matched else MatchStatus.UNMATCHED,
+        "match_rule": decision.rule if matched else None,
+        "match_reason": decision.reason,
+        "match_candidates": [c.to_json() for c in decision.candidates] or None,
+    }
+
+
+def _attachment_rows(
+    mapped: Sequence[MappedObservation], report_id: uuid.UUID, now: datetime
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "report_id": report_id,
+            "content_type": _clip(m.observation.attachment.media_type, 127)
+            or "application/octet-stream",
+            "filename": None,
+            "sha256": _sha256(m.observation.attachment.data),
+            "size": len(m.observation.attachment.data),
+            "data": m.observation.attachment.data,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for m in mapped
+        if m.observation.attachment is not None and m.observation.attachment.data is not None
+    ]
+
+
+def _insert(
+    session: Session,
+    reports: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    attachments: list[dict[str, Any]],
+) -> None:
+    """At most three multi-row INSERTs, whatever the number of reports."""
+    if reports:
+        session.execute(sa.insert(_R), reports)
+    if results:
+        session.execute(sa.insert(_L), results)
+    if attachments:
+        session.execute(sa.insert(_A), attachments)
+
+
+def insert_new_reports(
+    session: Session, items: Sequence[tuple[ReportInput, MatchDecision]], *, now: datetime
+) -> list[SavedReport]:
+    """Write reports seen for the first time (no earlier version), matched already.
+
+    The pipeline's fast path for a batch of messages: the caller has checked with
+    ``existing_keys`` that none of them is a resend.
+    """
+    reports: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    attachments: list[dict[str, Any]] = []
+    saved = []
+    for item, decision in items:
+        report_id = uuid.uuid4()
+        reports.append(_report_row(item, report_id, decision, now))
+        results += [_result_row(m, item.report, report_id, now) for m in item.mapped]
+        attachments += _attachment_rows(item.mapped, report_id, now)
+        saved.append(SavedReport(report_id, 1, "created", decision.matched))
+    _insert(session, reports, results, attachments)
+    return saved
+
+
+def existing_keys(session: Session, keys: Collection[str]) -> set[str]:
+    """Which of these report keys already have a (live) report."""
+    if not keys:
+        return set()
+    found = session.execute(
+        sa.select(_R.c.report_key)
+        .where(_R.c.report_key.in_(sorted(keys)), _R.c.deleted_at.is_(None))
+        .distinct()
+    ).scalars()
+    return {k for k in found if k is not None}
+
+
+def _sha256(data: bytes | None) -> str:
+    return hashlib.sha256(data or b"").hexdigest()
+
+
+def apply_match(
+    session: Session, report_id: uuid.UUID, decision: MatchDecision, *, now: datetime
+) -> bool:
+    """Write a matching decision onto a report; True when it is now matched."""
+    session.execute(
+        sa.update(_R).where(_R.c.id == report_id).values(**_match_values(decision), updated_at=now)
+    )
+    return decision.matched
+
+
+def _current(session: Session, key: str) -> AnyRow | None:
+    return session.execute(
+        sa.select(_R.c.id, _R.c.version, _R.c.match_status)
+        .where(_R.c.report_key == key, _R.c.deleted_at.is_(None))
+        .order_by(_R.c.version.desc())
+        .limit(1)
+    ).first()
+
+
+def save_report(
+    session: Session,
+    item: ReportInput,
+    *,
+    decide: Callable[[], MatchDecision],
+    now: datetime,
+) -> SavedReport:
+    """Write one report and its results, whatever came before it; ``decide()`` returns the
+    ``MatchDecision`` and is only called when the report needs matching (new, or an earlier
+    version still unmatched)."""
+    key = item.key
+    current = _current(session, key) if key is not None else None
+    if current is None:
+        return insert_new_reports(session, [(item, decide())], now=now)[0]
+    if _is_correction(item.report):
+        return _correct(session, current, item, now)
+    return _update_in_place(session, current, item, decide, now)
+
+
+def _correct(session: Session, current: AnyRow, item: ReportInput, now: datetime) -> SavedReport:
+    old = session.execute(
+        sa.select(
+            _R.c.order_id,
+            _R.c.patient_id,
+            _R.c.match_status,
+            _R.c.match_rule,
+            _R.c.match_reason,
+            _R.c.match_candidates,
+        ).where(_R.c.id == current.id)
+    ).one()
+    previous = {
+        (r.source_code, r.sub_id): r.id
+        for r in session.execute(
+            sa.select(_L.c.id, _L.c.source_code, _L.c.sub_id).where(
+                _L.c.report_id == current.id, _L.c.status != ResultStatus.SUPERSEDED
+            )
+        )
+    }
+    version = current.version + 1
+    report_id = uuid.uuid4()
+    row = _report_row(item, report_id, None, now)
+    row.update(
+        version=version,
+        supersedes_id=current.id,
+        order_id=old.order_id,
+        patient_id=old.patient_id,
+        match_status=old.match_status,
+        match_rule=old.match_rule,
+        match_reason=old.match_reason,
+        match_candidates=old.match_candidates,
+    )
+    results = []
+    for m in item.mapped:
+        result = _result_row(m, item.report, report_id, now)
+        result.update(
+            supersedes_id=previous.get((result["source_code"], result["sub_id"])),
+            version=version,
+        )
+        results.append(result)
+    _insert(session, [row], results, _attachment_rows(item.mapped, report_id, now))
+    if previous:
+        session.execute(
+            sa.update(_L)
+            .where(_L.c.id.in_(list(previous.values())))
+            .values(status=ResultStatus.SUPERSEDED, updated_at=now)
+        )
+    audit(
+        session,
+        actor="pipeline",
+        action="report.corrected",
+        entity_type="diagnostic_report",
+        entity_id=str(report_id),
+        details={
+            "supersedes": str(current.id),
+            "version": version,
+            "inbound_message_id": item.message_id,
+        },
+    )
+    return SavedReport(report_id, version, "corrected", old.match_status is MatchStatus.MATCHED)
+
+
+_COMPARED = ("value_text", "value_numeric", "unit", "status", "lab_flags", "reference_range")
+
+
+def _update_in_place(
+    session: Session,
+    current: AnyRow,
+    item: ReportInput,
+    decide: Callable[[], MatchDecision],
+    now: datetime,
+) -> SavedReport:
+    report, message_id = item.report, item.message_id
+    report_id: uuid.UUID = current.id
+    existing = {
+        (r.source_code, r.sub_id): r
+        for r in session.execute(
+            sa.select(_L.c.id, _L.c.source_code, _L.c.sub_id, *(_L.c[c] for c in _COMPARED)).where(
+                _L.c.report_id == report_id, _L.c.status != ResultStatus.SUPERSEDED
+            )
+        )
+    }
+    changes: list[dict[str, Any]] = []
+    new: list[MappedObservation] = []
+    for m in item.mapped:
+        row = _result_row(m, report, report_id, now)
+        old = existing.get((row["source_code"], row["sub_id"]))
+        if old is None:
+            new.append(m)
+            continue
+        differs = {c: (old._mapping[c], row[c]) for c in _COMPARED if old._mapping[c] != row[c]}
+        if not differs:
+            continue
+        changes.append(
+            {
+                "result_id": old.id,
+                "code": row["source_code"],
+                "from": {c: _jsonable(a) for c, (a, _b) in differs.items()},
+                "to": {c: _jsonable(b) for c, (_a, b) in differs.items()},
+            }
+        )
+        values = {k: v for k, v in row.items() if k not in ("report_id", "created_at")}
+        session.execute(sa.update(_L).where(_L.c.id == old.id).values(**values))
+    _insert(
+        session,
+        [],
+        [_result_row(m, report, report_id, now) for m in new],
+        _attachment_rows(new, report_id, now),
+    )
+    session.execute(
+        sa.update(_R)
+        .where(_R.c.id == report_id)
+        .values(
+            status=report.status or ReportStatus.FINAL,
+            reported_at=report.reported_at,
+            inbound_message_id=message_id,
+            updated_at=now,
+        )
+    )
+    if changes or new:
+        audit(
+            session,
+            actor="pipeline",
+            action="report.updated",
+            entity_type="diagnostic_report",
+            entity_id=str(report_id),
+            details={
+                "inbound_message_id": message_id,
+                "status": (report.status or ReportStatus.FINAL).value,
+                "changed": changes,
+                "added": [m.observation.code for m in new],
+            },
+        )
+    matched = current.match_status is MatchStatus.MATCHED
+    if not matched:
+        matched = apply_match(session, report_id, decide(), now=now)
+    return SavedReport(report_id, current.version, "updated", matched)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if hasattr(value, "value"):  # enums
+        return value.value
+    return str(value)

@@ -1,0 +1,64 @@
+"""One SQLite writer at a time within this process, intake first.
+
+SQLite has a single write lock per database file. A writer that finds it taken waits in SQLite's
+busy handler, which *sleeps* (1 ms, then 2, 5, 10 … up to 100 ms) rather than waking when the lock
+is free. With the pipeline writing beside the inbox in one process, every inbox commit that met a
+pipeline transaction slept, and ACK latency rose from milliseconds to a second.
+
+So writers of one process queue here, on a condition variable that wakes the next one at once,
+and an intake commit (``priority=True``) goes before any waiting pipeline or API write: the
+pipeline's work can wait, a lab waiting for its ACK should not. Other processes (the CLI) still
+meet SQLite's own lock and busy handler. Re-entrant per thread, like SQLite's own lock would
+otherwise deadlock on. PostgreSQL needs none of this: its writers do not share one lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["WriterGate", "gate_for"]
+
+
+class WriterGate:
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._owner: int | None = None
+        self._depth = 0
+        self._priority_waiting = 0
+
+    @contextmanager
+    def held(self, *, priority: bool = False) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._condition:
+            if self._owner == me:
+                self._depth += 1
+            else:
+                if priority:
+                    self._priority_waiting += 1
+                try:
+                    while self._owner is not None or (not priority and self._priority_waiting > 0):
+                        self._condition.wait()
+                finally:
+                    if priority:
+                        self._priority_waiting -= 1
+                self._owner, self._depth = me, 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._owner = None
+                    self._condition.notify_all()
+
+
+_gates: dict[str, WriterGate] = {}
+_gates_lock = threading.Lock()
+
+
+def gate_for(database_file: str) -> WriterGate:
+    """The gate of one SQLite file, shared by every ``Database`` of this process on it."""
+    with _gates_lock:
+        return _gates.setdefault(database_file, WriterGate())

@@ -1,0 +1,431 @@
+"""The pipeline in process on both back ends: inbox row → dispatcher → Dramatiq (stub broker,
+real worker threads) → parse, map, match, persist → read back over the API.
+
+Covers RELIABILITY R21 (required field missing), R23 (corrected result), R36 (unknown code),
+R37 (unit mismatch), R38 (patient not found), R39 (two candidate patients), and exactly-once
+processing of a message delivered twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.integration.api_support import TestClient, bearer, build_app, issue
+from tests.oru import PANEL, vet_oru
+from vetgateway.config import Settings
+from vetgateway.pipeline.parse.orm import OrderIn
+from vetgateway.pipeline.process import Outcome
+from vetgateway.pipeline.runtime import Pipeline
+from vetgateway.store.catalogue import load_catalogue
+from vetgateway.store.db import Database
+from vetgateway.store.inbox import Inbox, MessageMeta
+from vetgateway.store.models import (
+    AuditEntry,
+    DiagnosticReport,
+    InboundMessage,
+    LabResult,
+    MessageStatus,
+    Role,
+)
+from vetgateway.store.models.reports import MappingStatus, MatchStatus
+from vetgateway.store.orders import upsert_order
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "hl7"
+ORDERED_AT = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class Harness:
+    db: Database
+    pipeline: Pipeline
+    inbox: Inbox
+    client: TestClient
+    token: str
+
+    def send(self, raw: bytes, message_type: str = "ORU^R01") -> int:
+        meta = MessageMeta(control_id=uuid.uuid4().hex, sender="LIS|LAB", message_type=message_type)
+        message_id = int(self.inbox.accept(raw, "test", "peer", meta))
+        self.drain()
+        return message_id
+
+    def drain(self) -> None:
+        """Dispatch what is due and wait until the worker has processed all of it."""
+        assert self.pipeline.dispatcher is not None
+        self.pipeline.dispatcher.dispatch_due()
+        self.pipeline.broker.join(self.pipeline.settings.broker_queue)  # type: ignore[attr-defined]
+        assert self.pipeline.worker is not None
+        self.pipeline.worker.join()
+
+    def message(self, message_id: int) -> InboundMessage:
+        with self.db.session(readonly=True) as session:
+            row = session.get(InboundMessage, message_id)
+            assert row is not None
+            session.expunge(row)
+            return row
+
+    def reports(self) -> list[DiagnosticReport]:
+        with self.db.session(readonly=True) as session:
+            rows = session.scalars(sa.select(DiagnosticReport).order_by(DiagnosticReport.version))
+            found = list(rows)
+            session.expunge_all()
+            return found
+
+    def results(self, report_id: uuid.UUID) -> dict[str, LabResult]:
+        with self.db.session(readonly=True) as session:
+            rows = session.scalars(sa.select(LabResult).where(LabResult.report_id == report_id))
+            found = {r.source_code: r for r in rows}
+            session.expunge_all()
+            return found
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = self.client.get(path, params=params, headers=bearer(self.token))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def order(self, accession: str, **fields: Any) -> uuid.UUID:
+        order = OrderIn(
+            source="PMS",
+            accession_number=accession,
+            placer_number=accession,
+            ordered_at=ORDERED_AT,
+            **({"patient_pms_id": "PMS-4711", "patient_name": "Rex", "species": "canine"} | fields),
+        )
+        with self.db.session() as session:
+            row, _created = upsert_order(session, order, actor="test")
+            return row.id
+
+
+@pytest.fixture
+def harness(db: Database, tmp_path: Path) -> Iterator[Harness]:
+    with db.session() as session:
+        load_catalogue(session)
+    settings = Settings(data_dir=tmp_path, database_url=db.url, broker_queue="test.pipeline")
+    pipeline = Pipeline(settings, db, dispatch=True, work=True)
+    assert pipeline.worker is not None
+    pipeline.worker.start()
+    inbox = Inbox(db)
+    app = build_app(db, tmp_path)
+    try:
+        with TestClient(app) as client:
+            yield Harness(db, pipeline, inbox, client, issue(db, Role.TECHNICIAN))
+    finally:
+        inbox.close()
+        pipeline.stop()
+
+
+def test_a_report_matched_by_accession_is_mapped_and_served(harness: Harness) -> None:
+    patient = uuid.uuid4()
+    order_id = harness.order("A-100", patient_id=patient)
+    message_id = harness.send(vet_oru("C1", accession="A-100"))
+
+    assert harness.message(message_id).status is MessageStatus.PROCESSED
+    [report] = harness.reports()
+    assert report.order_id == order_id
+    assert report.patient_id == patient
+    assert report.match_rule == "accession"
+    assert report.species == "canine"
+    results = harness.results(report.id)
+    assert len(results) == len(PANEL)
+    glucose = results["GLUC"]
+    assert glucose.mapping_status is MappingStatus.MAPPED
+    assert glucose.value_text == "97"
+    assert glucose.unit == "mmol/L"
+    assert glucose.source_unit == "mg/dL"
+    assert glucose.value_numeric == Decimal("5.384")  # 97 mg/dL x 0.0555
+    assert results["CA"].lab_flags == "H"
+
+    page = harness.get("/api/v1/results", accession="A-100")
+    assert len(page["items"]) == len(PANEL)
+    served = {item["source_code"]: item for item in page["items"]}
+    assert served["GLUC"]["test_code"] == "GLU"
+    assert Decimal(served["GLUC"]["value_numeric"]) == Decimal("5.384")
+    assert served["GLUC"]["patient_id"] == str(patient)
+    detail = harness.get(f"/api/v1/reports/{report.id}")
+    assert detail["match_rule"] == "accession"
+    assert [v["version"] for v in detail["versions"]] == [1]
+    assert {r["test_code"] for r in detail["results"]} >= {"GLU", "CREA", "UREA"}
+
+
+def test_processing_twice_writes_once(harness: Harness) -> None:
+    message_id = harness.send(vet_oru("C1", accession="A-1"))
+    assert harness.pipeline.processor.process(message_id) is Outcome.SKIPPED
+    harness.pipeline.actors.send([message_id])  # a redelivery through the broker
+    harness.drain()
+    assert len(harness.reports()) == 1
+
+
+def test_concurrent_deliveries_of_one_message_write_once(harness: Harness) -> None:
+    inbox_id = int(harness.inbox.accept(vet_oru("C9", accession="A-9"), "test", "peer"))
+    outcomes: list[Outcome] = []
+    start = threading.Barrier(4)
+
+    def deliver() -> None:
+        start.wait()
+        outcomes.append(harness.pipeline.processor.process(inbox_id))
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(o.value for o in outcomes).count("skipped") == 3
+    [report] = harness.reports()
+    assert len(harness.results(report.id)) == len(PANEL)
+
+
+def test_r21_empty_obx3_is_quarantined_naming_the_field_and_kept(harness: Harness) -> None:
+    raw = vet_oru("C2", accession="A-2").replace(b"OBX|2|NM|BUN^Urea nitrogen^L|", b"OBX|2|NM||")
+    message_id = harness.send(raw)
+    row = harness.message(message_id)
+    assert row.status is MessageStatus.QUARANTINED
+    assert row.error is not None
+    assert "OBX-3" in row.error
+    assert row.raw == raw
+    assert harness.reports() == []
+
+
+def test_r21_no_pid_is_allowed_and_matched_by_the_order_number(harness: Harness) -> None:
+    """ORU_R01's PATIENT group is optional (v2.5.1): the order number still finds the order."""
+    order_id = harness.order("A-3")
+    raw = b"\r".join(
+        s for s in vet_oru("C3", accession="A-3").split(b"\r") if not s.startswith(b"PID")
+    )
+    message_id = harness.send(raw)
+    assert harness.message(message_id).status is MessageStatus.PROCESSED
+    [report] = harness.reports()
+    assert report.order_id == order_id
+
+
+def test_r23_correction_creates_a_version_and_supersedes_the_old_results(
+    harness: Harness,
+) -> None:
+    harness.order("A-4")
+    harness.send(vet_oru("C4", accession="A-4"))
+    corrected = tuple(
+        ("GLUC", "Glucose", "250", "mg/dL", "70-143", "H") if r[0] == "GLUC" else r for r in PANEL
+    )
+    harness.send(vet_oru("C5", accession="A-4", results=corrected, report_status="C"))
+
+    first, second = harness.reports()
+    assert (first.version, second.version) == (1, 2)
+    assert second.supersedes_id == first.id
+    assert second.order_id == first.order_id  # the match carries over
+    old = harness.results(first.id)
+    new = harness.results(second.id)
+    assert {r.status.value for r in old.values()} == {"superseded"}
+    assert new["GLUC"].value_text == "250"
+    assert new["GLUC"].supersedes_id == old["GLUC"].id
+    page = harness.get("/api/v1/results", accession="A-4")
+    assert len(page["items"]) == len(PANEL)
+    assert {i["report_id"] for i in page["items"]} == {str(second.id)}
+    detail = harness.get(f"/api/v1/reports/{second.id}")
+    assert [v["version"] for v in detail["versions"]] == [1, 2]
+
+
+def test_preliminary_then_final_updates_in_place_with_history(harness: Harness) -> None:
+    harness.order("A-5")
+    harness.send(vet_oru("C6", accession="A-5", report_status="P"))
+    final = tuple(
+        ("CREAT", "Creatinine", "2.4", "mg/dL", "0.5-1.8", "H") if r[0] == "CREAT" else r
+        for r in PANEL
+    )
+    harness.send(vet_oru("C7", accession="A-5", results=final, report_status="F"))
+    [report] = harness.reports()
+    assert report.status.value == "final"
+    results = harness.results(report.id)
+    assert len(results) == len(PANEL)
+    assert results["CREAT"].value_text == "2.4"
+    assert {r.status.value for r in results.values()} == {"final"}
+    with harness.db.session(readonly=True) as session:
+        [entry] = session.scalars(
+            sa.select(AuditEntry).where(AuditEntry.action == "report.updated")
+        ).all()
+        changes = {c["code"]: c for c in entry.details["changed"]}
+    assert changes["CREAT"]["from"]["value_text"] == "1.1"
+    assert changes["CREAT"]["to"]["value_text"] == "2.4"
+    assert changes["GLUC"]["from"] == {"status": "preliminary"}
+
+
+def test_r36_unknown_code_is_kept_unmapped_with_the_reason(harness: Harness) -> None:
+    harness.order("A-6")
+    results = (*PANEL[:2], ("XYZZY", "Mystery", "12.5", "mg/dL", "1-10", "H"))
+    message_id = harness.send(vet_oru("C8", accession="A-6", results=results))
+    assert harness.message(message_id).status is MessageStatus.PROCESSED
+    [report] = harness.reports()
+    unknown = harness.results(report.id)["XYZZY"]
+    assert unknown.mapping_status is MappingStatus.UNMAPPED
+    assert unknown.test_id is None
+    assert unknown.value_text == "12.5"
+    assert unknown.value_numeric == Decimal("12.5")
+    assert unknown.unit == "mg/dL"
+    assert unknown.mapping_note is not None
+    assert "XYZZY" in unknown.mapping_note
+    served = harness.get("/api/v1/results", accession="A-6")["items"]
+    assert {i["source_code"]: i["mapping_status"] for i in served}["XYZZY"] == "unmapped"
+
+
+def test_r37_unit_mismatch_is_not_converted(harness: Harness) -> None:
+    harness.order("A-7")
+    results = (("GLUC", "Glucose", "0.97", "g/L", "0.7-1.4", "N"),)
+    harness.send(vet_oru("C10", accession="A-7", results=results))
+    [report] = harness.reports()
+    glucose = harness.results(report.id)["GLUC"]
+    assert glucose.mapping_status is MappingStatus.UNMAPPED
+    assert glucose.value_numeric == Decimal("0.97")  # as sent, never silently converted
+    assert glucose.unit == "g/L"
+    assert glucose.mapping_note is not None
+    assert "g/L" in glucose.mapping_note
+
+
+def test_r38_patient_not_found_waits_in_the_unmatched_queue_until_attached(
+    harness: Harness,
+) -> None:
+    message_id = harness.send(vet_oru("C11", accession="A-8", pms_id="PMS-NOBODY"))
+    assert harness.message(message_id).status is MessageStatus.UNMATCHED
+    [queued] = harness.get("/api/v1/unmatched")["items"]
+    assert queued["accession_number"] == "A-8"
+    assert queued["match_reason"]
+    assert harness.get("/api/v1/results", accession="A-8")["items"][0]["order_id"] is None
+
+    order_id = harness.order("B-1", patient_pms_id="PMS-NOBODY")
+    response = harness.client.post(
+        f"/api/v1/unmatched/{queued['id']}/resolve",
+        json={"action": "attach", "order_id": str(order_id)},
+        headers=bearer(harness.token),
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["match_status"] == "matched"
+    assert harness.get("/api/v1/unmatched")["items"] == []
+    assert harness.message(message_id).status is MessageStatus.PROCESSED
+    items = harness.get("/api/v1/results", accession="A-8")["items"]
+    assert {i["order_id"] for i in items} == {str(order_id)}
+    with harness.db.session(readonly=True) as session:
+        [entry] = session.scalars(
+            sa.select(AuditEntry).where(AuditEntry.action == "report.matched_by_hand")
+        ).all()
+    assert entry.actor.startswith("api_token:")
+    again = harness.client.post(
+        f"/api/v1/unmatched/{queued['id']}/resolve",
+        json={"action": "reject", "reason": "late"},
+        headers=bearer(harness.token),
+    )
+    assert again.status_code == 409
+
+
+def test_r39_two_candidate_patients_are_never_auto_picked(harness: Harness) -> None:
+    for pms in ("PMS-1", "PMS-2"):  # two dogs called Rex, both of a Smith
+        harness.order(f"O-{pms}", patient_pms_id=pms, owner_surname="Smith")
+    # The lab sent no PMS id, only what the owner told it: owner, animal name, species.
+    message_id = harness.send(vet_oru("C12", accession="A-9", pms_id=""))
+    assert harness.message(message_id).status is MessageStatus.UNMATCHED
+    [report] = harness.reports()
+    assert report.match_status is MatchStatus.UNMATCHED, report.match_reason
+    assert report.order_id is None
+    assert report.match_candidates is not None, report.match_reason
+    assert len(report.match_candidates) == 2
+
+    response = harness.client.post(
+        f"/api/v1/unmatched/{report.id}/resolve",
+        json={"action": "reject", "reason": "neither Rex; lab to re-send with the chip"},
+        headers=bearer(harness.token),
+    )
+    assert response.status_code == 200
+    assert response.json()["match_status"] == "rejected"
+    with harness.db.session(readonly=True) as session:
+        [entry] = session.scalars(
+            sa.select(AuditEntry).where(AuditEntry.action == "report.rejected")
+        ).all()
+    assert entry.details["reason"].startswith("neither Rex")
+    assert len(entry.details["before"]["candidates"]) == 2
+
+
+def test_an_hl7_order_then_its_results(harness: Harness) -> None:
+    raw = (FIXTURES / "orders" / "vetclinic_orm_o01_canine_three_tests.hl7").read_bytes()
+    order_message = harness.send(raw, message_type="ORM^O01")
+    assert harness.message(order_message).status is MessageStatus.PROCESSED
+    with harness.db.session(readonly=True) as session:
+        placers = (
+            session.execute(
+                sa.text("SELECT placer_number FROM diagnostic_orders ORDER BY placer_number")
+            )
+            .scalars()
+            .all()
+        )
+    assert placers == ["ORD-1001", "ORD-1002"]
+    harness.send(
+        vet_oru("C13", accession="ORD-1002", pms_id="PMS-20417", patient="Bella", owner="Smith")
+    )
+    [report] = harness.reports()
+    assert report.match_status is MatchStatus.MATCHED
+
+
+def test_an_oru_without_any_report_is_quarantined(harness: Harness) -> None:
+    raw = b"\r".join(
+        s
+        for s in vet_oru("C14", accession="A-10").split(b"\r")
+        if not s.startswith((b"OBR", b"OBX", b"ORC"))
+    )
+    message_id = harness.send(raw)
+    row = harness.message(message_id)
+    assert row.status is MessageStatus.QUARANTINED
+    assert row.error is not None
+    assert "OBR" in row.error
+
+
+def test_a_batch_holding_a_preliminary_and_its_final_applies_them_in_order(
+    harness: Harness,
+) -> None:
+    harness.order("A-11")
+    final = tuple(
+        ("CREAT", "Creatinine", "2.4", "mg/dL", "0.5-1.8", "H") if r[0] == "CREAT" else r
+        for r in PANEL
+    )
+    first = int(harness.inbox.accept(vet_oru("B1", accession="A-11", report_status="P"), "t", "p"))
+    second = int(
+        harness.inbox.accept(
+            vet_oru("B2", accession="A-11", results=final, report_status="F"), "t", "p"
+        )
+    )
+    harness.drain()  # both ids travel in one batch
+    assert [harness.message(i).error for i in (first, second)] == [None, None]
+    assert {harness.message(i).status for i in (first, second)} == {MessageStatus.PROCESSED}
+    [report] = harness.reports()
+    assert report.status.value == "final"
+    assert harness.results(report.id)["CREAT"].value_text == "2.4"
+
+
+def test_a_failing_message_does_not_hold_back_the_rest_of_its_batch(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vetgateway.pipeline import process
+
+    real = process.insert_new_reports
+
+    def refuse_poison(session: Any, items: Any, *, now: datetime) -> Any:
+        if any(item.report.order.accession == "POISON" for item, _decision in items):
+            raise RuntimeError("a bug that only this message triggers")
+        return real(session, items, now=now)
+
+    monkeypatch.setattr(process, "insert_new_reports", refuse_poison)
+    ids = [
+        int(harness.inbox.accept(vet_oru(f"P{n}", accession=acc), "t", "p"))
+        for n, acc in enumerate(["OK-1", "POISON", "OK-2"])
+    ]
+    harness.drain()
+    statuses = [harness.message(i).status for i in ids]
+    assert statuses == [MessageStatus.UNMATCHED, MessageStatus.RECEIVED, MessageStatus.UNMATCHED]
+    poisoned = harness.message(ids[1])
+    assert poisoned.error is not None
+    assert "only this message" in poisoned.error
+    assert poisoned.next_attempt_at is not None  # backed off, to be retried
+    assert {r.accession_number for r in harness.reports()} == {"OK-1", "OK-2"}
