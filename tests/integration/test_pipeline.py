@@ -272,6 +272,14 @@ def test_r36_unknown_code_is_kept_unmapped_with_the_reason(harness: Harness) -> 
     assert "XYZZY" in unknown.mapping_note
     served = harness.get("/api/v1/results", accession="A-6")["items"]
     assert {i["source_code"]: i["mapping_status"] for i in served}["XYZZY"] == "unmapped"
+    [task] = harness.get("/api/v1/mappings/unmapped")  # the mapping work list
+    assert (task["source"], task["source_code"], task["source_unit"]) == (
+        "EXAMPLE_REFLAB",
+        "XYZZY",
+        "mg/dL",
+    )
+    assert task["results"] == 1
+    assert "XYZZY" in task["reason"]
 
 
 def test_r37_unit_mismatch_is_not_converted(harness: Harness) -> None:
@@ -285,6 +293,8 @@ def test_r37_unit_mismatch_is_not_converted(harness: Harness) -> None:
     assert glucose.unit == "g/L"
     assert glucose.mapping_note is not None
     assert "g/L" in glucose.mapping_note
+    [task] = harness.get("/api/v1/mappings/unmapped")
+    assert (task["source_code"], task["source_unit"]) == ("GLUC", "g/L")
 
 
 def test_r38_patient_not_found_waits_in_the_unmatched_queue_until_attached(
@@ -429,3 +439,47 @@ def test_a_failing_message_does_not_hold_back_the_rest_of_its_batch(
     assert "only this message" in poisoned.error
     assert poisoned.next_attempt_at is not None  # backed off, to be retried
     assert {r.accession_number for r in harness.reports()} == {"OK-1", "OK-2"}
+
+
+def test_results_that_came_before_their_order_are_matched_when_it_arrives(
+    harness: Harness,
+) -> None:
+    message_id = harness.send(vet_oru("C20", accession="LATE-1"))
+    assert harness.message(message_id).status is MessageStatus.UNMATCHED
+
+    response = harness.client.post(
+        "/api/v1/orders",
+        json={
+            "source": "PMS",
+            "accession_number": "LATE-1",
+            "placer_number": "LATE-1",
+            "patient_pms_id": "PMS-4711",
+            "patient_name": "Rex",
+            "species": "canine",
+        },
+        headers=bearer(harness.token),
+    )
+    assert response.status_code == 201, response.text
+    order_id = response.json()["id"]
+    [report] = harness.reports()
+    assert report.match_status is MatchStatus.MATCHED
+    assert str(report.order_id) == order_id
+    assert harness.message(message_id).status is MessageStatus.PROCESSED
+    assert harness.get("/api/v1/unmatched")["items"] == []
+    with harness.db.session(readonly=True) as session:
+        [entry] = session.scalars(
+            sa.select(AuditEntry).where(AuditEntry.action == "report.matched_on_order")
+        ).all()
+    assert entry.details["rule"] == "accession"
+
+
+def test_an_hl7_order_after_its_results_matches_them(harness: Harness) -> None:
+    raw = (FIXTURES / "orders" / "vetclinic_orm_o01_canine_three_tests.hl7").read_bytes()
+    result_message = harness.send(
+        vet_oru("C21", accession="ORD-1002", pms_id="PMS-20417", patient="Bella", owner="Smith")
+    )
+    assert harness.message(result_message).status is MessageStatus.UNMATCHED
+    harness.send(raw, message_type="ORM^O01")
+    [report] = harness.reports()
+    assert report.match_status is MatchStatus.MATCHED
+    assert harness.message(result_message).status is MessageStatus.PROCESSED

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.mutations import mutated
 from vetgateway.errors import ParseError
 from vetgateway.pipeline.parse.er7 import Er7Message, Segment, parse_er7
 
@@ -346,19 +347,8 @@ def test_hl7apy_agrees_on_every_field(name: str) -> None:
 
 def _mutations() -> st.SearchStrategy[bytes]:
     seeds = [raw_of(n) for n in sorted(SINGLE)]
-
-    def mutate(seed: int, edits: list[tuple[int, int, bytes]]) -> bytes:
-        data = bytearray(seeds[seed % len(seeds)])
-        for pos, cut, insert in edits:
-            at = pos % (len(data) + 1)
-            data[at : at + cut] = insert
-        return bytes(data)
-
-    interesting = st.sampled_from(
-        [b"\\", b"|", b"^", b"~", b"&", b"#", b"\r", b"\n", b"\\X", b"\xff"]
-    )
-    edit = st.tuples(st.integers(0, 30_000), st.integers(0, 4), interesting | st.binary(max_size=4))
-    return st.builds(mutate, st.integers(0, 100), st.lists(edit, min_size=1, max_size=6))
+    tokens = [b"\\", b"|", b"^", b"~", b"&", b"#", b"\r", b"\n", b"\\X", b"\xff"]
+    return mutated(seeds, tokens, max_cut=4)
 
 
 @settings(max_examples=400, deadline=None)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.mutations import mutated
 from vetgateway.errors import ParseError
 from vetgateway.model import Sex
 from vetgateway.pipeline.parse.orm import OrderIn, parse_order_message
@@ -330,20 +331,7 @@ def _mutations() -> st.SearchStrategy[bytes]:
         b"CA",
         b"NW",
     ]
-    edit = st.tuples(
-        st.integers(0, 2_000),
-        st.integers(0, 8),
-        st.sampled_from(tokens) | st.binary(max_size=6),
-    )
-
-    def mutate(seed: int, edits: list[tuple[int, int, bytes]]) -> bytes:
-        data = bytearray(seeds[seed % len(seeds)])
-        for pos, cut, insert in edits:
-            at = pos % (len(data) + 1)
-            data[at : at + cut] = insert
-        return bytes(data)
-
-    return st.builds(mutate, st.integers(0, 100), st.lists(edit, min_size=1, max_size=6))
+    return mutated(seeds, tokens)
 
 
 @settings(max_examples=300, deadline=None)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.mutations import mutated
 from vetgateway.errors import ParseError
 from vetgateway.model import (
     Coded,
@@ -753,20 +754,7 @@ def _mutations() -> st.SearchStrategy[bytes]:
         )
     )
     tokens = [b"|", b"^", b"~", b"&", b"\\", b"\r", b"\n", b"OBX|", b"OBR|", b"PID|", b"NTE|", b"-"]
-    edit = st.tuples(
-        st.integers(0, 70_000),
-        st.integers(0, 8),
-        st.sampled_from(tokens) | st.binary(max_size=6),
-    )
-
-    def mutate(seed: int, edits: list[tuple[int, int, bytes]]) -> bytes:
-        data = bytearray(seeds[seed % len(seeds)])
-        for pos, cut, insert in edits:
-            at = pos % (len(data) + 1)
-            data[at : at + cut] = insert
-        return bytes(data)
-
-    return st.builds(mutate, st.integers(0, 100), st.lists(edit, min_size=1, max_size=6))
+    return mutated(seeds, tokens)
 
 
 @settings(max_examples=300, deadline=None)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.mutations import mutated
 from vetgateway.pipeline.parse.validate import Problem, format_problems, validate_message
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "hl7"
@@ -162,18 +163,7 @@ def _mutations() -> st.SearchStrategy[bytes]:
         (FIXTURES / "nodehl7c/nodehl7c_realm_elr_animal_rabies_dog.hl7").read_bytes(),
     ]
     tokens = [b"|", b"^", b"~", b"&", b"\\", b"\r", b"\n", b"OBX|", b"OBR|", b"PID|", b"ZZZ|"]
-    edit = st.tuples(
-        st.integers(0, 5_000), st.integers(0, 8), st.sampled_from(tokens) | st.binary(max_size=6)
-    )
-
-    def mutate(seed: int, edits: list[tuple[int, int, bytes]]) -> bytes:
-        data = bytearray(seeds[seed % len(seeds)])
-        for pos, cut, insert in edits:
-            at = pos % (len(data) + 1)
-            data[at : at + cut] = insert
-        return bytes(data)
-
-    return st.builds(mutate, st.integers(0, 100), st.lists(edit, min_size=1, max_size=5))
+    return mutated(seeds, tokens, max_edits=5)
 
 
 @settings(max_examples=60, deadline=None)

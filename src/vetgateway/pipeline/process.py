@@ -56,6 +56,7 @@ from vetgateway.pipeline.mapping import (
 from vetgateway.pipeline.matching import MatchDecision, OrderCandidate, decide_match
 from vetgateway.pipeline.parse.orm import OrderIn, parse_order_message
 from vetgateway.pipeline.parse.oru import parse_oru
+from vetgateway.pipeline.rematch import rematch_for_order
 from vetgateway.pipeline.species import species_word
 from vetgateway.store import work_queue
 from vetgateway.store.catalogue import mapping_table
@@ -249,7 +250,10 @@ class MessageProcessor:
                     outcomes[p.message_id] = Outcome.QUARANTINED
                 elif not p.reports:
                     for order in p.orders:
-                        upsert_order(session, order, actor=f"hl7:message:{p.message_id}")
+                        row, _created = upsert_order(
+                            session, order, actor=f"hl7:message:{p.message_id}"
+                        )
+                        rematch_for_order(session, row, window=self._window, now=now)
                     outcomes[p.message_id] = Outcome.PROCESSED
             with_reports = [p for p in prepared if p.reports]
             outcomes |= self._save_reports(session, with_reports, plan, now)

@@ -30,7 +30,7 @@ from vetgateway.store.models import (
     ReportAttachment,
 )
 from vetgateway.store.models.messages import MessageStatus
-from vetgateway.store.models.reports import MatchStatus
+from vetgateway.store.models.reports import MappingStatus, MatchStatus
 
 AnyRow = sa.Row[*tuple[Any, ...]]
 
@@ -44,6 +44,8 @@ __all__ = [
     "report_results",
     "report_versions",
     "resolve_unmatched",
+    "settle_message",
+    "unmapped_codes",
 ]
 
 _R = cast(sa.Table, DiagnosticReport.__table__)
@@ -186,6 +188,35 @@ def find_unmatched(
     return session.scalars(statement.limit(limit)).all()
 
 
+def unmapped_codes(session: Session, *, limit: int = 500) -> Sequence[AnyRow]:
+    """The mapping work list (RELIABILITY R36, R37): every (sender, code, unit) stored
+    ``unmapped`` in a current result, with why, how often and when it was last seen, most
+    frequent first. Adding a map row and replaying the messages clears an entry."""
+    statement = (
+        sa.select(
+            _R.c.source,
+            _L.c.source_code,
+            _L.c.source_unit,
+            sa.func.max(_L.c.source_name).label("source_name"),
+            sa.func.max(_L.c.mapping_note).label("reason"),
+            sa.func.count().label("results"),
+            sa.func.min(_L.c.created_at).label("first_seen"),
+            sa.func.max(_L.c.created_at).label("last_seen"),
+        )
+        .join(_R, _R.c.id == _L.c.report_id)
+        .where(
+            _L.c.mapping_status == MappingStatus.UNMAPPED,
+            _L.c.status != ResultStatus.SUPERSEDED,
+            _L.c.deleted_at.is_(None),
+            _R.c.deleted_at.is_(None),
+        )
+        .group_by(_R.c.source, _L.c.source_code, _L.c.source_unit)
+        .order_by(sa.func.count().desc(), _L.c.source_code)
+        .limit(limit)
+    )
+    return session.execute(statement).all()
+
+
 @dataclass(frozen=True, slots=True)
 class Resolution:
     """What ``resolve_unmatched`` did, or why it refused (``refused`` → HTTP 409/404)."""
@@ -259,11 +290,11 @@ def resolve_unmatched(
     )
     session.flush()
     if report.inbound_message_id is not None:
-        _settle_message(session, report.inbound_message_id)
+        settle_message(session, report.inbound_message_id)
     return Resolution(report_id, report.match_status)
 
 
-def _settle_message(session: Session, message_id: int) -> None:
+def settle_message(session: Session, message_id: int) -> None:
     """An ``unmatched`` message with no unmatched report left is ``processed``."""
     waiting = session.execute(
         sa.select(sa.func.count())

@@ -18,4 +18,5 @@ def build_router() -> APIRouter:
     router.include_router(orders.router)
     router.include_router(results.router)
     router.include_router(unmatched.router)
+    router.include_router(unmatched.unmapped_router)
     return router

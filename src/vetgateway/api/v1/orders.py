@@ -15,19 +15,22 @@ no need to read patient details back. Admins may do both.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from vetgateway.api.auth import Principal, require_role
-from vetgateway.api.deps import get_database
+from vetgateway.api.deps import get_database, get_settings
+from vetgateway.config import Settings
 from vetgateway.model import Sex
 from vetgateway.pipeline.parse.orm import FIELD_LIMITS, ITEM_CODE_LIMIT, OrderAction, OrderIn
+from vetgateway.pipeline.rematch import rematch_for_order
 from vetgateway.store import orders as order_store
 from vetgateway.store.db import Database
 from vetgateway.store.models import OrderItemStatus, OrderStatus, Role
+from vetgateway.store.models.base import utcnow
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -36,6 +39,7 @@ Placer = Annotated[
 ]
 Reader = Annotated[Principal, Depends(require_role(Role.VETERINARIAN, Role.TECHNICIAN))]
 Db = Annotated[Database, Depends(get_database)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
 
 MAX_ITEMS = 200
 
@@ -162,13 +166,19 @@ class OrderDetail(BaseModel):
         422: {"description": "the body cannot be used; `detail` says why"},
     },
 )
-def post_order(body: OrderBody, caller: Placer, db: Db, response: Response) -> OrderSaved:
+def post_order(
+    body: OrderBody, caller: Placer, db: Db, settings: AppSettings, response: Response
+) -> OrderSaved:
     order = body.to_order_in()
     problems = order.problems()
     if problems:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=problems)
     with db.session() as session:
         row, created = order_store.upsert_order(session, order, actor=caller.actor)
+        # Results that came first wait in the unmatched queue; this order may be theirs.
+        rematch_for_order(
+            session, row, window=timedelta(days=settings.match_window_days), now=utcnow()
+        )
         saved = OrderSaved(id=row.id, created=created)
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from vetgateway.api.auth import Principal, require_role
 from vetgateway.api.deps import get_database
@@ -95,7 +95,12 @@ class VersionOut(BaseModel):
     status: ReportStatus
 
 
-class ReportOut(BaseModel):
+class ReportHeader(BaseModel):
+    """What identifies a report and its patient as the sender gave them, and how matching
+    went: shared by the report itself and the unmatched queue."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     inbound_message_id: int | None
     source: str | None
@@ -105,6 +110,16 @@ class ReportOut(BaseModel):
     service_code: str | None
     service_name: str | None
     status: ReportStatus
+    patient_pms_id: str | None
+    patient_microchip: str | None
+    patient_name: str | None
+    owner_surname: str | None
+    species: str | None
+    match_reason: str | None
+    match_candidates: list[dict[str, Any]] | None
+
+
+class ReportOut(ReportHeader):
     observed_at: datetime | None
     reported_at: datetime | None
     version: int
@@ -112,18 +127,11 @@ class ReportOut(BaseModel):
     versions: list[VersionOut]
     order_id: uuid.UUID | None
     patient_id: uuid.UUID | None
-    patient_pms_id: str | None
-    patient_microchip: str | None
-    patient_name: str | None
-    owner_surname: str | None
-    species: str | None
     breed: str | None
     sex: Sex | None
     birth_date: date | None
     match_status: MatchStatus
     match_rule: str | None
-    match_reason: str | None
-    match_candidates: list[dict[str, Any]] | None
     comments: str | None
     results: list[ResultOut]
     attachments: list[AttachmentOut]

@@ -2,6 +2,8 @@
 
 - ``GET /unmatched``: reports the pipeline could not attach, newest first, with the reason and
   the scored candidates (owner + animal name + species only ever *propose*; a human decides).
+- ``GET /mappings/unmapped``: the mapping work list, every sender code and unit stored
+  ``unmapped`` (R36 unknown code, R37 unit without a conversion), most frequent first.
 - ``POST /unmatched/{id}/resolve``: ``{"action": "attach", "order_id": …}`` (or ``patient_id``),
   or ``{"action": "reject", "reason": …}``. Audited with the token's name; 404 for an unknown
   report, 409 when it is no longer in the queue or the decision is incomplete.
@@ -11,14 +13,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from vetgateway.api.auth import Principal, require_role
 from vetgateway.api.deps import get_database
-from vetgateway.model import ReportStatus
+from vetgateway.api.v1.results import ReportHeader
 from vetgateway.store import results as result_store
 from vetgateway.store.db import Database
 from vetgateway.store.models import Role
@@ -30,26 +32,8 @@ Technician = Annotated[Principal, Depends(require_role(Role.TECHNICIAN))]
 Db = Annotated[Database, Depends(get_database)]
 
 
-class UnmatchedReport(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    inbound_message_id: int | None
+class UnmatchedReport(ReportHeader):
     created_at: datetime
-    source: str | None
-    accession_number: str | None
-    placer_number: str | None
-    filler_number: str | None
-    service_code: str | None
-    service_name: str | None
-    status: ReportStatus
-    patient_pms_id: str | None
-    patient_microchip: str | None
-    patient_name: str | None
-    owner_surname: str | None
-    species: str | None
-    match_reason: str | None
-    match_candidates: list[dict[str, Any]] | None
 
 
 class UnmatchedPage(BaseModel):
@@ -101,3 +85,26 @@ def resolve(report_id: uuid.UUID, body: Resolve, tech: Technician, db: Db) -> Re
         if outcome.refused is not None:
             raise HTTPException(status.HTTP_409_CONFLICT, outcome.refused)
     return Resolved(id=outcome.report_id, match_status=outcome.match_status)
+
+
+unmapped_router = APIRouter(prefix="/mappings", tags=["unmatched"])
+
+
+class UnmappedCode(BaseModel):
+    source: str | None = Field(description="the sender, as code maps name it")
+    source_code: str
+    source_unit: str | None
+    source_name: str | None
+    reason: str | None
+    results: int = Field(description="current results stored unmapped with this code and unit")
+    first_seen: datetime
+    last_seen: datetime
+
+
+@unmapped_router.get("/unmapped", summary="Codes and units waiting for a mapping (R36, R37)")
+def list_unmapped(
+    _tech: Technician, db: Db, limit: Annotated[int, Query(ge=1, le=5000)] = 500
+) -> list[UnmappedCode]:
+    with db.session(readonly=True) as session:
+        rows = result_store.unmapped_codes(session, limit=limit)
+        return [UnmappedCode(**row._mapping) for row in rows]

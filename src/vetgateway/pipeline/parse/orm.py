@@ -46,16 +46,16 @@ of the ER7 reader (no MSH, bad escapes) pass through; nothing else escapes.
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime
 from typing import Final, Literal
 
 from vetgateway.errors import ParseError
-from vetgateway.model import Coded, Sex
+from vetgateway.model import Sex
 from vetgateway.pipeline.parse.er7 import Segment, parse_er7
-from vetgateway.pipeline.parse.values import parse_date, parse_datetime
+from vetgateway.pipeline.parse.pid import read_patient
+from vetgateway.pipeline.parse.values import parse_datetime
 from vetgateway.pipeline.species import species_word
 
 __all__ = ["FIELD_LIMITS", "ORDER_ACTIONS", "OrderAction", "OrderIn", "parse_order_message"]
@@ -83,13 +83,6 @@ _ACTIONS: Final[dict[str, OrderAction]] = {
     **dict.fromkeys(("CA", "OC", "CR", "DC", "OD", "DR"), "cancel"),
     **dict.fromkeys(("XO", "XX", "XR", "SC"), "update"),
 }
-_SEX: Final = {
-    "M": Sex.MALE,
-    "F": Sex.FEMALE,
-    **dict.fromkeys(("MN", "MC", "CM", "NM", "C", "N"), Sex.MALE_NEUTERED),
-    **dict.fromkeys(("FS", "SF", "FN", "NF", "S"), Sex.FEMALE_SPAYED),
-}
-_MICROCHIP: Final = re.compile(r"\d{15}", re.ASCII)
 _MESSAGE_TYPES: Final = {("ORM", "O01"), ("ORM", ""), ("OML", "O21"), ("OML", "")}
 
 
@@ -192,49 +185,28 @@ def _identifier(seg: Segment, n: int, field: str, *, c: int = 1, rep: int = 1) -
     return value
 
 
-def _coded(seg: Segment, n: int) -> Coded | None:
-    """A CE/CWE as ``parse/oru.py`` reads it: the first triplet, else the alternate one."""
-    parts = [_opt(p) for p in seg.components(n)] + [None] * 6
-    if not any(parts):
-        return None
-    if parts[0] is None and parts[1] is None:
-        return Coded(parts[3], parts[4], parts[5])
-    return Coded(parts[0], parts[1], parts[2])
-
-
 def _patient(pid: Segment) -> _Patient:
-    pms_id: str | None = None
-    mr: str | None = None
-    chip: str | None = None
-    for n in (2, 3, 4):
-        for rep in range(1, len(pid.repetitions(n)) + 1):
-            value = _opt(pid.component(n, 1, rep))
-            if value is None:
-                continue
-            kind = pid.component(n, 5, rep).strip().upper()
-            if kind in ("PI", "PT") and pms_id is None:
-                pms_id = _identifier(pid, n, "patient_pms_id", rep=rep)
-            elif kind == "MR" and mr is None:
-                mr = _identifier(pid, n, "patient_pms_id", rep=rep)
-            if chip is None and (kind == "MC" or _MICROCHIP.fullmatch(value)):
-                chip = _identifier(pid, n, "patient_microchip", rep=rep)
-    name = owner = None
-    for rep in range(1, len(pid.repetitions(5)) + 1):
-        family, given = _opt(pid.component(5, 1, rep)), _opt(pid.component(5, 2, rep))
-        if family or given:
-            name = given or family
-            owner = family if given else None
-            break
-    sex_code = pid.component(8, 1).strip().upper()
+    """PID read as for results (``parse/pid.py``), fitted to the order's columns: identifiers
+    longer than their column are refused (a cut identifier would match the wrong animal),
+    names are cut to fit."""
+    ref = read_patient(pid)
+    for field, value in (("patient_pms_id", ref.pms_id), ("patient_microchip", ref.microchip)):
+        limit = FIELD_LIMITS[field]
+        if value is not None and len(value) > limit:
+            raise ParseError(
+                f"{field.replace('_', ' ')} {value[:20]!r}… is {len(value)} characters long; "
+                f"at most {limit} are kept and an identifier cannot be shortened",
+                location=pid.location(3),
+            )
     return _Patient(
-        patient_pms_id=pms_id or mr,
-        patient_microchip=chip,
-        patient_name=_clip(name, "patient_name"),
-        species=species_word(_coded(pid, 35)),
-        breed=_clip(_opt(pid.component(36, 2)) or _opt(pid.component(36, 1)), "breed"),
-        sex=_SEX.get(sex_code, Sex.UNKNOWN) if sex_code else None,
-        birth_date=parse_date(pid.component(7, 1)),
-        owner_surname=_clip(owner, "owner_surname"),
+        patient_pms_id=ref.pms_id,
+        patient_microchip=ref.microchip,
+        patient_name=_clip(ref.name, "patient_name"),
+        species=species_word(ref.species),
+        breed=_clip(ref.breed.display if ref.breed else None, "breed"),
+        sex=ref.sex,
+        birth_date=ref.birth_date,
+        owner_surname=_clip(ref.owner_surname, "owner_surname"),
     )
 
 

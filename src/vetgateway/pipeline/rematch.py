@@ -1,0 +1,113 @@
+"""Results that arrived before their order: matched again when the order comes.
+
+In-house analyzers often run a sample before the practice-management system has sent the order,
+and a reference lab's report can overtake an order sent late. Such a report waits in the
+unmatched queue; when an order is stored (``POST /api/v1/orders`` or HL7 ORM/OML) the unmatched
+reports that carry one of its numbers, or its patient's PMS id or microchip, are put through the
+same matching rules again. What the rules now attach leaves the queue, audited as
+``report.matched_on_order``; the rest stays for a human, with fresh candidates.
+
+Runs inside the caller's transaction (the order's), like every store function.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, aliased
+
+from vetgateway.model import Coded, OrderRef, PatientRef, Report
+from vetgateway.pipeline.matching import decide_match
+from vetgateway.store.audit import audit
+from vetgateway.store.models import DiagnosticOrder, DiagnosticReport
+from vetgateway.store.models.reports import MatchStatus
+from vetgateway.store.orders import candidate_orders
+from vetgateway.store.reports import apply_match
+from vetgateway.store.results import settle_message
+
+__all__ = ["rematch_for_order"]
+
+_WAITING_AT_MOST = 200  # reports re-examined per order: a bound, not a business rule
+
+
+def _as_report(row: DiagnosticReport) -> Report:
+    """The matching clues a stored report kept (``PatientIdentifiers``) as a canonical report."""
+    return Report(
+        order=OrderRef(
+            placer=row.placer_number, filler=row.filler_number, accession=row.accession_number
+        ),
+        patient=PatientRef(
+            pms_id=row.patient_pms_id,
+            microchip=row.patient_microchip,
+            name=row.patient_name,
+            owner_surname=row.owner_surname,
+            species=Coded(None, row.species, None) if row.species else None,
+            sex=row.sex,
+            birth_date=row.birth_date,
+        ),
+        service_code=row.service_code,
+        service_text=row.service_name,
+        status=row.status,
+        status_code=None,
+        observed_at=row.observed_at,
+        reported_at=row.reported_at,
+    )
+
+
+def rematch_for_order(
+    session: Session, order: DiagnosticOrder, *, window: timedelta, now: datetime
+) -> list[uuid.UUID]:
+    """Match again the waiting reports this order might belong to; the ids now matched."""
+    numbers = [n for n in (order.accession_number, order.placer_number, order.filler_number) if n]
+    clues: list[sa.ColumnElement[bool]] = []
+    if numbers:
+        clues += [
+            DiagnosticReport.accession_number.in_(numbers),
+            DiagnosticReport.placer_number.in_(numbers),
+            DiagnosticReport.filler_number.in_(numbers),
+        ]
+    if order.patient_pms_id:
+        clues.append(DiagnosticReport.patient_pms_id == order.patient_pms_id)
+    if order.patient_microchip:
+        clues.append(DiagnosticReport.patient_microchip == order.patient_microchip)
+    if not clues:
+        return []
+    newer = aliased(DiagnosticReport)
+    waiting = session.scalars(
+        sa.select(DiagnosticReport)
+        .where(
+            DiagnosticReport.match_status == MatchStatus.UNMATCHED,
+            DiagnosticReport.deleted_at.is_(None),
+            ~sa.exists().where(newer.supersedes_id == DiagnosticReport.id),
+            sa.or_(*clues),
+        )
+        .order_by(DiagnosticReport.created_at)
+        .limit(_WAITING_AT_MOST)
+    ).all()
+    matched = []
+    for row in waiting:
+        report = _as_report(row)
+        observed_at = row.observed_at or row.created_at
+        candidates = candidate_orders(
+            session, report, row.species, observed_at=observed_at, window=window
+        )
+        decision = decide_match(
+            report, row.species, candidates, observed_at=observed_at, window=window
+        )
+        if not decision.matched:
+            continue
+        apply_match(session, row.id, decision, now=now)
+        audit(
+            session,
+            actor="pipeline",
+            action="report.matched_on_order",
+            entity_type="diagnostic_report",
+            entity_id=str(row.id),
+            details={"order_id": str(decision.order_id), "rule": decision.rule},
+        )
+        if row.inbound_message_id is not None:
+            settle_message(session, row.inbound_message_id)
+        matched.append(row.id)
+    return matched
