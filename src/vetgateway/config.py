@@ -95,8 +95,11 @@ class Settings(BaseSettings):
     pipeline_backoff_max_seconds: float = Field(default=900.0, gt=0)
     pipeline_poll_seconds: float = Field(default=1.0, gt=0)
     pipeline_batch_size: int = Field(default=50, ge=1, le=1000, description="ids per actor call")
-    pipeline_linger_seconds: float = Field(default=0.02, ge=0, le=5)
-    worker_threads: int = Field(default=2, ge=1, le=64)
+    # How long new work gathers before it is dispatched, and threads per worker. Measured on 2
+    # cores (bench/mllp.py, bench/pipeline.py): batches of a fifth of a second and one thread keep
+    # the in-process pipeline from starving the ACKs, and process more per second, not fewer.
+    pipeline_linger_seconds: float = Field(default=0.2, ge=0, le=5)
+    worker_threads: int = Field(default=1, ge=1, le=64)
     # The broker queue pipeline ids travel on; give each installation sharing a broker its own.
     broker_queue: str = Field(default="vetgateway.pipeline", pattern=r"^[A-Za-z0-9_.\-]{1,200}$")
     # Matching by patient identifiers only considers orders placed this many days before a report.

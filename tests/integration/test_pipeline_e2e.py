@@ -19,12 +19,13 @@ from typing import Any
 
 import pika
 import pytest
+import redis
 import sqlalchemy as sa
 
 from tests.gateway_process import GatewayProcess, WorkerProcess, gateway_environment
 from tests.mllp_peer import MllpPeer, msa
 from tests.oru import PANEL, vet_oru
-from tests.services import RABBITMQ, require
+from tests.services import RABBITMQ, REDIS, require
 from tests.tcp_proxy import TcpProxy
 from tests.waiting import wait_until
 from vetgateway.store.db import Database
@@ -173,6 +174,37 @@ def test_postgresql_and_rabbitmq_with_two_workers_end_to_end(
     site.worker()
     site.worker()
     _round_trip(site, count=6)
+
+
+@pytest.fixture
+def redis_queue() -> Iterator[str]:
+    """A Redis queue name of this test's own; dramatiq's keys for it are deleted afterwards."""
+    require(REDIS)
+    name = f"vgtest.{uuid.uuid4().hex[:10]}"
+    yield name
+    client = redis.Redis(host=REDIS[1], port=REDIS[2])
+    try:
+        keys = list(client.scan_iter(match=f"dramatiq:{name}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("fresh_database_url", ["postgresql"], indirect=True)
+def test_postgresql_and_redis_with_a_worker_end_to_end(
+    tmp_path: Path, sites: list[Site], fresh_database_url: str, redis_queue: str
+) -> None:
+    site = Site(
+        tmp_path,
+        database_url=fresh_database_url,
+        broker_url=f"redis://{REDIS[1]}:{REDIS[2]}/0",
+        broker_queue=redis_queue,
+    )
+    sites.append(site)
+    site.start()
+    site.worker()
+    _round_trip(site, count=3)
 
 
 @pytest.mark.parametrize("fresh_database_url", ["postgresql"], indirect=True)
