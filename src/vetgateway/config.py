@@ -102,6 +102,32 @@ class Settings(BaseSettings):
     worker_threads: int = Field(default=1, ge=1, le=64)
     # The broker queue pipeline ids travel on; give each installation sharing a broker its own.
     broker_queue: str = Field(default="vetgateway.pipeline", pattern=r"^[A-Za-z0-9_.\-]{1,200}$")
+    # Critical-value alerts and paging (issue 5). A critical result for the same patient and test
+    # within ``alert_merge_minutes`` updates the open alert instead of opening another.
+    alert_merge_minutes: float = Field(default=60.0, gt=0)
+    escalation_timeout_seconds: float = Field(default=300.0, gt=0, description="per level")
+    pager_poll_seconds: float = Field(default=1.0, gt=0)
+    # Alerts without a clinic (most reports today) use this clinic's rota (clinics.code).
+    default_clinic: str = "main"
+    # On-call rota and veterinarians' contacts as TOML, loaded at start (see store/oncall.py).
+    oncall_file: Path | None = None
+    # Public base URL of the HTTP API, for acknowledge links in pages; empty = http://BIND:PORT.
+    public_url: str = ""
+    # HMAC key for acknowledge links and webhook signatures; empty = generated under data_dir.
+    signing_key: str = Field(default="", repr=False)
+    ack_link_ttl_hours: float = Field(default=24.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    smtp_host: str = ""
+    smtp_port: Port = Field(default=25, ge=0, le=65535)
+    smtp_username: str = ""
+    smtp_password: str = Field(default="", repr=False)
+    smtp_from: str = "vetgateway@localhost"
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    # SMS through an HTTP gateway: a POST to ``sms_url`` with ``sms_body_template`` filled in
+    # ({to}, {text} JSON-escaped), header ``Authorization: sms_authorization`` when set.
+    sms_url: str = ""
+    sms_body_template: str = '{{"to": "{to}", "text": "{text}"}}'
+    sms_authorization: str = Field(default="", repr=False)
     # Matching by patient identifiers only considers orders placed this many days before a report.
     match_window_days: int = Field(default=30, ge=1, le=3650)
 

@@ -7,6 +7,7 @@
     ├── StorageError         the database could not make a write durable; the peer must not be ACKed
     │   └── StorageUnavailable   the database is unreachable right now (retry later)
     ├── BrokerUnavailable    the message broker (RabbitMQ, Redis) does not answer right now
+    ├── DeliveryError        a page could not be delivered on one channel (escalation goes on)
     └── ParseError           the input is malformed; carries a reason a human can act on
 
 Third-party errors (SQLAlchemy, psycopg, pika, redis, pyserial, pynetdicom) are translated into
@@ -35,6 +36,10 @@ class StorageUnavailable(StorageError):
 
 class BrokerUnavailable(VetgatewayError):
     """The configured broker did not answer; the message says which one and why (no secrets)."""
+
+
+class DeliveryError(VetgatewayError):
+    """A notification was not delivered; the message says where and why (never the content)."""
 
 
 class ParseError(VetgatewayError):

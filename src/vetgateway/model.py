@@ -14,6 +14,7 @@ Received text is kept as received (unescaped): a value that could not be read as
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -23,6 +24,7 @@ __all__ = [
     "Attachment",
     "Coded",
     "Comparator",
+    "CriticalFinding",
     "Identifier",
     "Observation",
     "OrderRef",
@@ -201,3 +203,29 @@ class ParsedMessage:
     version: str
     reports: tuple[Report, ...] = ()
     comments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CriticalFinding:
+    """A result beyond a critical limit, as the pipeline hands it to alerting (issue 5).
+
+    ``patient_label`` is what a page may show: the animal as matched, or, for a report still in
+    the unmatched queue, "unmatched patient" with the identifiers the lab sent (RELIABILITY R38:
+    matching must never delay a critical page). ``flag`` is ``critical_low`` or
+    ``critical_high``; ``limit`` the critical limit crossed, in ``unit``.
+    """
+
+    report_id: uuid.UUID
+    result_id: int | None
+    test_id: uuid.UUID | None
+    test_code: str
+    test_name: str | None
+    value_text: str
+    value: Decimal | None
+    unit: str | None
+    flag: str
+    limit: Decimal | None
+    patient_id: uuid.UUID | None
+    patient_label: str
+    matched: bool
+    clinic_id: uuid.UUID | None = None
