@@ -68,6 +68,20 @@ def _ensure_catalogue(db: Database) -> None:
         logging.getLogger(__name__).info("loaded the shipped test catalogue: %s", summary)
 
 
+def _load_oncall(settings: Settings, db: Database) -> None:
+    """The on-call rota file, if configured, is loaded at every start (idempotent)."""
+    if settings.oncall_file is None:
+        return
+    from vetgateway.store.oncall import load_oncall_file
+
+    try:
+        with db.session() as session:
+            summary = load_oncall_file(session, settings.oncall_file, actor="config")
+    except (StorageError, ConfigError) as exc:
+        _fail(f"cannot load the on-call file: {exc}", code=1)
+    logging.getLogger(__name__).info("loaded the on-call rota: %s", summary)
+
+
 @app.command()
 def run() -> None:
     """Run every listener (and, with no broker URL, the pipeline worker) in one process."""
@@ -77,6 +91,7 @@ def run() -> None:
     db = _database(settings)
     _migrate(db)
     _ensure_catalogue(db)
+    _load_oncall(settings, db)
     try:
         asyncio.run(Gateway(settings, db).serve())
     except OSError as exc:

@@ -29,6 +29,8 @@ from vetgateway.api.app import create_app
 from vetgateway.config import Settings
 from vetgateway.errors import StorageError
 from vetgateway.intake_metrics import IntakeMetrics
+from vetgateway.pipeline.pager import Pager
+from vetgateway.pipeline.paging_runtime import build_pager, public_base_url
 from vetgateway.pipeline.runtime import Pipeline
 from vetgateway.store.audit import audit
 from vetgateway.store.db import Database
@@ -84,6 +86,7 @@ class Gateway:
             # 5 ms for the GIL each time it wakes, and ACK latency grows with the pipeline's load.
             sys.setswitchinterval(0.0001)
         self.pipeline.start()
+        pager: Pager | None = None
         mllp = self._mllp_server()
         files = FileDropWatcher.from_settings(
             self.settings, self.hl7, self.inbox, self._intake_pool
@@ -101,6 +104,10 @@ class Gateway:
             await self._wait_started(http, http_task)
             host, port = http.servers[0].sockets[0].getsockname()[:2]
             self._announce("http", f"http://{host}:{port}", "API, console, HL7 over HTTP")
+            # Critical-value pages link back to the API, so the pager starts once it listens.
+            base_url = public_base_url(self.settings, f"http://{host}:{port}")
+            pager = build_pager(self.settings, self.db, base_url=base_url)
+            pager.start()
             stop_task = asyncio.create_task(self._stop.wait())
             await asyncio.wait(
                 {stop_task, http_task, files_task}, return_when=asyncio.FIRST_COMPLETED
@@ -110,6 +117,8 @@ class Gateway:
                 files_task.result()
         finally:
             log.info("gateway stopping")
+            if pager is not None:
+                pager.stop()
             await mllp.close()
             await files.close()
             http.should_exit = True

@@ -483,3 +483,76 @@ def test_an_hl7_order_after_its_results_matches_them(harness: Harness) -> None:
     [report] = harness.reports()
     assert report.match_status is MatchStatus.MATCHED
     assert harness.message(result_message).status is MessageStatus.PROCESSED
+
+
+CRITICAL_K = (("K", "Potassium", "8.1", "mEq/L", "3.5-5.8", "H"),)
+
+
+def _alerts(harness: Harness) -> list[Any]:
+    from vetgateway.store.models import Alert
+
+    with harness.db.session(readonly=True) as session:
+        found = list(session.scalars(sa.select(Alert).order_by(Alert.created_at)))
+        session.expunge_all()
+        return found
+
+
+def test_results_are_interpreted_against_the_species_interval(harness: Harness) -> None:
+    harness.order("I-1", species="feline", patient_name="Tom")
+    results = (*CRITICAL_K, ("NA", "Sodium", "150", "mEq/L", "144-160", "N"))
+    harness.send(vet_oru("K1", accession="I-1", species="Feline", patient="Tom", results=results))
+    [report] = harness.reports()
+    stored = harness.results(report.id)
+    assert stored["K"].interpretation.value == "critical_high"
+    assert stored["K"].reference_interval_id is not None
+    assert stored["NA"].interpretation.value == "normal"
+    served = {i["source_code"]: i for i in harness.get("/api/v1/results", accession="I-1")["items"]}
+    assert served["K"]["interpretation"] == "critical_high"
+    assert served["K"]["lab_flags"] == "H"
+
+
+def test_r38_a_critical_value_on_an_unmatched_report_alerts_labelled_unmatched(
+    harness: Harness,
+) -> None:
+    message_id = harness.send(
+        vet_oru("K2", accession="NOBODY-1", species="Feline", patient="Tom", results=CRITICAL_K)
+    )
+    assert harness.message(message_id).status is MessageStatus.UNMATCHED
+    [alert] = _alerts(harness)
+    assert alert.kind.value == "critical_value"
+    assert alert.state.value == "open"
+    assert alert.patient_label is not None
+    assert alert.patient_label.startswith("unmatched patient: Tom (feline)")
+    assert "accession NOBODY-1" in alert.patient_label
+    assert alert.next_action_at is not None  # due at once: the pager pages the on-call vet
+
+
+def test_r23_a_correction_no_longer_critical_annotates_the_alert_and_keeps_it(
+    harness: Harness,
+) -> None:
+    harness.order("I-3", species="feline", patient_name="Tom")
+    harness.send(
+        vet_oru("K3", accession="I-3", species="Feline", patient="Tom", results=CRITICAL_K)
+    )
+    [alert] = _alerts(harness)
+    corrected = (("K", "Potassium", "4.9", "mEq/L", "3.5-5.8", "N"),)
+    harness.send(
+        vet_oru(
+            "K4",
+            accession="I-3",
+            species="Feline",
+            patient="Tom",
+            results=corrected,
+            report_status="C",
+        )
+    )
+    [still] = _alerts(harness)
+    assert still.id == alert.id
+    assert still.state.value == "open"  # a person must still see and acknowledge it
+    with harness.db.session(readonly=True) as session:
+        actions = session.scalars(
+            sa.select(AuditEntry.action)
+            .where(AuditEntry.entity_id == str(alert.id))
+            .order_by(AuditEntry.id)
+        ).all()
+    assert list(actions) == ["alert.created", "alert.annotated"]

@@ -48,6 +48,8 @@ from sqlalchemy.orm import Session
 
 from vetgateway.errors import ParseError
 from vetgateway.model import Report
+from vetgateway.pipeline.alerting import CRITICAL, critical_findings, patient_label
+from vetgateway.pipeline.interpret import IntervalTable, age_in_days, interpret
 from vetgateway.pipeline.mapping import (
     MappingTable,
     map_observations,
@@ -59,15 +61,19 @@ from vetgateway.pipeline.parse.oru import parse_oru
 from vetgateway.pipeline.rematch import rematch_for_order
 from vetgateway.pipeline.species import species_word
 from vetgateway.store import work_queue
+from vetgateway.store.alerts import note_no_longer_critical, raise_critical
 from vetgateway.store.catalogue import mapping_table
 from vetgateway.store.db import Database
+from vetgateway.store.intervals import interval_table
 from vetgateway.store.models import InboundMessage, MessageStatus
 from vetgateway.store.models.base import utcnow
 from vetgateway.store.orders import candidate_orders, orders_by_number, upsert_order
 from vetgateway.store.reports import (
     ReportInput,
+    SavedReport,
     existing_keys,
     insert_new_reports,
+    result_ids,
     save_report,
 )
 
@@ -133,24 +139,27 @@ class MessageProcessor:
         db: Database,
         *,
         match_window: timedelta = timedelta(days=30),
+        alert_merge: timedelta = timedelta(hours=1),
         mapping_ttl: float = 30.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._db = db
         self._window = match_window
+        self._alert_merge = alert_merge
         self._ttl = mapping_ttl
         self._clock = clock
-        self._table: MappingTable | None = None
-        self._table_loaded = 0.0
-        self._table_lock = threading.Lock()
+        self._tables: tuple[MappingTable, IntervalTable] | None = None
+        self._tables_loaded = 0.0
+        self._tables_lock = threading.Lock()
 
-    def mapping_table(self) -> MappingTable:
-        with self._table_lock:
-            if self._table is None or time.monotonic() - self._table_loaded > self._ttl:
+    def tables(self) -> tuple[MappingTable, IntervalTable]:
+        """The code maps and reference intervals, re-read every ``mapping_ttl`` seconds."""
+        with self._tables_lock:
+            if self._tables is None or time.monotonic() - self._tables_loaded > self._ttl:
                 with self._db.session(readonly=True) as session:
-                    self._table = mapping_table(session)
-                self._table_loaded = time.monotonic()
-            return self._table
+                    self._tables = (mapping_table(session), interval_table(session))
+                self._tables_loaded = time.monotonic()
+            return self._tables
 
     def process(self, message_id: int) -> Outcome:
         return self.process_batch([message_id])[message_id]
@@ -184,18 +193,29 @@ class MessageProcessor:
         except ParseError as exc:
             return _Prepared(message_id, received_at, refused=f"parse error: {exc}")
         source = source_key(parsed.sending_facility, parsed.sending_application)
-        table = self.mapping_table()
-        reports = tuple(
-            ReportInput(
-                message_id=message_id,
-                source=source,
-                report=report,
-                mapped=map_observations(report.observations, source, table),
-                species=species_word(report.patient.species),
+        maps, intervals = self.tables()
+        reports = []
+        for report in parsed.reports:
+            species = species_word(report.patient.species)
+            mapped = map_observations(report.observations, source, maps)
+            patient = report.patient
+            age = age_in_days(patient.birth_date, report.observed_at or received_at)
+            breed = patient.breed.display if patient.breed else None
+            readings = tuple(
+                interpret(m, intervals, species=species, breed=breed, sex=patient.sex, age_days=age)
+                for m in mapped
             )
-            for report in parsed.reports
-        )
-        return _Prepared(message_id, received_at, reports=reports)
+            reports.append(
+                ReportInput(
+                    message_id=message_id,
+                    source=source,
+                    report=report,
+                    mapped=mapped,
+                    species=species,
+                    readings=readings,
+                )
+            )
+        return _Prepared(message_id, received_at, reports=tuple(reports))
 
     def _match_new_reports(self, session: Session, prepared: list[_Prepared]) -> _Plan:
         """Match the reports seen for the first time, before the write transaction.
@@ -281,17 +301,51 @@ class MessageProcessor:
         raced = existing_keys(session, {item.key for _p, item, _d in planned if item.key})
         fresh = [(item, d) for _p, item, d in planned if item.key not in raced]
         saved = insert_new_reports(session, fresh, now=now)
-        matched = dict.fromkeys((p.message_id for p in prepared), True)
-        for (item, _decision), result in zip(fresh, saved, strict=True):
-            matched[item.message_id] &= result.matched
+        written = [(item, result) for (item, _d), result in zip(fresh, saved, strict=True)]
         for p in prepared:  # in message order: a final after its preliminary
             for item in p.reports:
                 if item.key in plan.resent or (item.key is not None and item.key in raced):
                     observed_at = item.report.observed_at or p.received_at
                     decide = functools.partial(self._decide, session, item, observed_at)
-                    result = save_report(session, item, decide=decide, now=now)
-                    matched[item.message_id] &= result.matched
+                    written.append((item, save_report(session, item, decide=decide, now=now)))
+        matched = dict.fromkeys((p.message_id for p in prepared), True)
+        for item, result in written:
+            matched[item.message_id] &= result.matched
+            self._alert(session, item, result, now)
         return {i: Outcome.PROCESSED if m else Outcome.UNMATCHED for i, m in matched.items()}
+
+    def _alert(
+        self, session: Session, item: ReportInput, saved: SavedReport, now: datetime
+    ) -> None:
+        """Critical values open (or update) alerts in this very transaction (issue 5 §3); a
+        correction that is no longer critical annotates the alert, never closes it (R23)."""
+        pairs = item.pairs()
+        if not any(r is not None and r.interpretation in CRITICAL for _m, r in pairs):
+            if saved.action == "corrected":
+                label = patient_label(item.report, item.species, matched=saved.matched)
+                for m, _reading in pairs:
+                    if m.test_id is not None:
+                        note_no_longer_critical(
+                            session,
+                            patient_id=saved.patient_id if saved.matched else None,
+                            patient_label=label,
+                            test_id=m.test_id,
+                            test_code=m.test_code,
+                            value_text=m.observation.value_text,
+                            now=now,
+                        )
+            return
+        findings = critical_findings(
+            item.report,
+            pairs,
+            report_id=saved.report_id,
+            species=item.species,
+            matched=saved.matched,
+            patient_id=saved.patient_id,
+            result_ids=result_ids(session, saved.report_id),
+        )
+        for finding in findings:
+            raise_critical(session, finding, now=now, merge_window=self._alert_merge)
 
     def _decide(self, session: Session, item: ReportInput, observed_at: datetime) -> MatchDecision:
         candidates = candidate_orders(

@@ -60,7 +60,9 @@ class Pipeline:
         self.broker = broker if broker is not None else create_broker(settings.broker_url)
         retry = retry_policy(settings)
         self.processor = MessageProcessor(
-            db, match_window=timedelta(days=settings.match_window_days)
+            db,
+            match_window=timedelta(days=settings.match_window_days),
+            alert_merge=timedelta(minutes=settings.alert_merge_minutes),
         )
         self.actors = PipelineActors(
             self.broker, db, self.processor, retry, queue=settings.broker_queue

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from vetgateway.model import Observation, Report, ReportStatus, ResultStatus
+from vetgateway.pipeline.interpret import Reading
 from vetgateway.pipeline.mapping import MappedObservation
 from vetgateway.pipeline.matching import MatchDecision, normalise_microchip
 from vetgateway.store.audit import audit
@@ -48,6 +49,7 @@ __all__ = [
     "existing_keys",
     "insert_new_reports",
     "report_key",
+    "result_ids",
     "save_report",
 ]
 
@@ -71,6 +73,7 @@ class SavedReport:
     version: int
     action: Literal["created", "updated", "corrected"]
     matched: bool
+    patient_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +85,17 @@ class ReportInput:
     report: Report
     mapped: tuple[MappedObservation, ...]
     species: str | None
+    # Our reading of each mapped observation (same order); empty = not interpreted.
+    readings: tuple[Reading, ...] = ()
 
     @property
     def key(self) -> str | None:
         return report_key(self.source, self.report)
+
+    def pairs(self) -> list[tuple[MappedObservation, Reading | None]]:
+        """Each observation with its reading (None when not interpreted)."""
+        readings: list[Reading | None] = list(self.readings) or [None] * len(self.mapped)
+        return list(zip(self.mapped, readings, strict=True))
 
 
 def _clip(text: str | None, length: int) -> str | None:
@@ -119,7 +129,11 @@ def _joined(texts: Sequence[str]) -> str | None:
 
 
 def _result_row(
-    m: MappedObservation, report: Report, report_id: uuid.UUID, now: datetime
+    m: MappedObservation,
+    reading: Reading | None,
+    report: Report,
+    report_id: uuid.UUID,
+    now: datetime,
 ) -> dict[str, Any]:
     obs = m.observation
     return {
@@ -137,7 +151,11 @@ def _result_row(
         "lab_low": obs.range_low,
         "lab_high": obs.range_high,
         "lab_flags": _clip("~".join(obs.abnormal_flags), 32) or None,
-        "interpretation": Interpretation.NOT_INTERPRETED,
+        "interpretation": Interpretation(reading.interpretation)
+        if reading is not None
+        else Interpretation.NOT_INTERPRETED,
+        "reference_interval_id": reading.interval_id if reading is not None else None,
+        "interpretation_note": _clip(reading.note, 255) if reading is not None else None,
         "status": _result_status(obs, report),
         "mapping_status": MappingStatus.MAPPED if m.mapped else MappingStatus.UNMAPPED,
         "mapping_note": _clip(m.reason, 255),
@@ -259,11 +277,21 @@ def insert_new_reports(
     for item, decision in items:
         report_id = uuid.uuid4()
         reports.append(_report_row(item, report_id, decision, now))
-        results += [_result_row(m, item.report, report_id, now) for m in item.mapped]
+        results += [_result_row(m, r, item.report, report_id, now) for m, r in item.pairs()]
         attachments += _attachment_rows(item.mapped, report_id, now)
-        saved.append(SavedReport(report_id, 1, "created", decision.matched))
+        saved.append(SavedReport(report_id, 1, "created", decision.matched, decision.patient_id))
     _insert(session, reports, results, attachments)
     return saved
+
+
+def result_ids(session: Session, report_id: uuid.UUID) -> dict[tuple[str, str | None], int]:
+    """The current result rows of one report version by (code, sub-id)."""
+    rows = session.execute(
+        sa.select(_L.c.id, _L.c.source_code, _L.c.sub_id).where(
+            _L.c.report_id == report_id, _L.c.status != ResultStatus.SUPERSEDED
+        )
+    )
+    return {(r.source_code, r.sub_id): r.id for r in rows}
 
 
 def existing_keys(session: Session, keys: Collection[str]) -> set[str]:
@@ -294,7 +322,7 @@ def apply_match(
 
 def _current(session: Session, key: str) -> AnyRow | None:
     return session.execute(
-        sa.select(_R.c.id, _R.c.version, _R.c.match_status)
+        sa.select(_R.c.id, _R.c.version, _R.c.match_status, _R.c.patient_id)
         .where(_R.c.report_key == key, _R.c.deleted_at.is_(None))
         .order_by(_R.c.version.desc())
         .limit(1)
@@ -353,8 +381,8 @@ def _correct(session: Session, current: AnyRow, item: ReportInput, now: datetime
         match_candidates=old.match_candidates,
     )
     results = []
-    for m in item.mapped:
-        result = _result_row(m, item.report, report_id, now)
+    for m, reading in item.pairs():
+        result = _result_row(m, reading, item.report, report_id, now)
         result.update(
             supersedes_id=previous.get((result["source_code"], result["sub_id"])),
             version=version,
@@ -379,7 +407,8 @@ def _correct(session: Session, current: AnyRow, item: ReportInput, now: datetime
             "inbound_message_id": item.message_id,
         },
     )
-    return SavedReport(report_id, version, "corrected", old.match_status is MatchStatus.MATCHED)
+    matched = old.match_status is MatchStatus.MATCHED
+    return SavedReport(report_id, version, "corrected", matched, old.patient_id)
 
 
 _COMPARED = ("value_text", "value_numeric", "unit", "status", "lab_flags", "reference_range")
@@ -403,12 +432,12 @@ def _update_in_place(
         )
     }
     changes: list[dict[str, Any]] = []
-    new: list[MappedObservation] = []
-    for m in item.mapped:
-        row = _result_row(m, report, report_id, now)
+    new: list[tuple[MappedObservation, Reading | None]] = []
+    for m, reading in item.pairs():
+        row = _result_row(m, reading, report, report_id, now)
         old = existing.get((row["source_code"], row["sub_id"]))
         if old is None:
-            new.append(m)
+            new.append((m, reading))
             continue
         differs = {c: (old._mapping[c], row[c]) for c in _COMPARED if old._mapping[c] != row[c]}
         if not differs:
@@ -426,8 +455,8 @@ def _update_in_place(
     _insert(
         session,
         [],
-        [_result_row(m, report, report_id, now) for m in new],
-        _attachment_rows(new, report_id, now),
+        [_result_row(m, reading, report, report_id, now) for m, reading in new],
+        _attachment_rows([m for m, _reading in new], report_id, now),
     )
     session.execute(
         sa.update(_R)
@@ -450,13 +479,16 @@ def _update_in_place(
                 "inbound_message_id": message_id,
                 "status": (report.status or ReportStatus.FINAL).value,
                 "changed": changes,
-                "added": [m.observation.code for m in new],
+                "added": [m.observation.code for m, _reading in new],
             },
         )
     matched = current.match_status is MatchStatus.MATCHED
+    patient_id = current.patient_id
     if not matched:
-        matched = apply_match(session, report_id, decide(), now=now)
-    return SavedReport(report_id, current.version, "updated", matched)
+        decision = decide()
+        matched = apply_match(session, report_id, decision, now=now)
+        patient_id = decision.patient_id
+    return SavedReport(report_id, current.version, "updated", matched, patient_id)
 
 
 def _jsonable(value: Any) -> Any:

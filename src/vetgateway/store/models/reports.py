@@ -136,6 +136,9 @@ class LabResult(IdentityKey, Timestamps, SoftDelete, Base):
     reference_interval_id: Mapped[uuid.UUID | None] = mapped_column(
         sa.ForeignKey("reference_intervals.id", ondelete="SET NULL"), index=True
     )
+    # Why the interpretation is what it is: the lab's flag used, no interval for the species,
+    # units differ, or our flag disagrees with the lab's.
+    interpretation_note: Mapped[str | None] = mapped_column(sa.String(255))
     status: Mapped[ResultStatus] = mapped_column(enum_type(ResultStatus))
     mapping_status: Mapped[MappingStatus] = mapped_column(enum_type(MappingStatus))
     # Why a result is unmapped (unknown code, unit with no conversion), for the reviewer.
