@@ -33,12 +33,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pika
 import sqlalchemy as sa
 
 from _processes import (
     ADMIN_URL,
     VETGATEWAY,
+    delete_queues,
     gateway_env,
     postgres_database,
     process_listening,
@@ -197,17 +197,6 @@ def end_to_end(
         f"{name:<34} {rate:8,.0f} msg/s {rate * len(PANEL):9,.0f} results/s   "
         f"(all ACKed after {acked:5.2f} s)   overhead {pure / rate:5.1f}x pure   {counts}"
     )
-
-
-def delete_queues(amqp_url: str, queue: str) -> None:
-    """Dramatiq declares the queue with a delay and a dead-letter queue beside it."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        channel = connection.channel()
-        for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
-            channel.queue_delete(name)
-    finally:
-        connection.close()
 
 
 @contextlib.contextmanager

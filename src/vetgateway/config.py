@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     # within ``alert_merge_minutes`` updates the open alert instead of opening another.
     alert_merge_minutes: float = Field(default=60.0, gt=0)
     escalation_timeout_seconds: float = Field(default=300.0, gt=0, description="per level")
-    pager_poll_seconds: float = Field(default=1.0, gt=0)
+    pager_poll_seconds: float = Field(default=0.25, gt=0)
     # Alerts without a clinic (most reports today) use this clinic's rota (clinics.code).
     default_clinic: str = "main"
     # On-call rota and veterinarians' contacts as TOML, loaded at start (see store/oncall.py).

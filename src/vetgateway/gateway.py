@@ -107,6 +107,7 @@ class Gateway:
             # Critical-value pages link back to the API, so the pager starts once it listens.
             base_url = public_base_url(self.settings, f"http://{host}:{port}")
             pager = build_pager(self.settings, self.db, base_url=base_url)
+            self.pipeline.processor.alert_listeners.append(pager.nudge)
             pager.start()
             stop_task = asyncio.create_task(self._stop.wait())
             await asyncio.wait(

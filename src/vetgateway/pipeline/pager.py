@@ -101,8 +101,13 @@ class Pager:
         self._batch = batch
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
 
     # -- the background thread ------------------------------------------------------------------
+
+    def nudge(self) -> None:
+        """An alert was just raised in this process: look now rather than at the next poll."""
+        self._wake.set()
 
     def start(self) -> None:
         if self._thread is not None:
@@ -113,19 +118,21 @@ class Pager:
 
     def stop(self, timeout: float | None = 10.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             try:
                 self.run_due()
             except StorageError as exc:
                 log.warning("pager round failed; retrying", extra={"error": str(exc)})
             except Exception:  # a dead pager thread would silence every page
                 log.exception("pager round failed with an unexpected error")
-            self._stop.wait(self._poll)
+            self._wake.wait(self._poll)
 
     # -- one round ------------------------------------------------------------------------------
 

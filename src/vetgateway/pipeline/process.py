@@ -151,6 +151,8 @@ class MessageProcessor:
         self._tables: tuple[MappingTable, IntervalTable] | None = None
         self._tables_loaded = 0.0
         self._tables_lock = threading.Lock()
+        # Called after a commit that raised critical alerts (the in-process pager's nudge).
+        self.alert_listeners: list[Callable[[], None]] = []
 
     def tables(self) -> tuple[MappingTable, IntervalTable]:
         """The code maps and reference intervals, re-read every ``mapping_ttl`` seconds."""
@@ -178,6 +180,14 @@ class MessageProcessor:
             with self._db.session(readonly=True) as session:
                 plan = self._match_new_reports(session, prepared)
             outcomes.update(self._write(prepared, plan))
+            if any(
+                r.interpretation in CRITICAL
+                for p in prepared
+                for i in p.reports
+                for r in i.readings
+            ):
+                for listener in self.alert_listeners:
+                    listener()
         return outcomes
 
     def _prepare(

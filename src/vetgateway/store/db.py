@@ -221,12 +221,14 @@ class Database:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _lost_connection(self, pooled: Any, exc: Exception) -> bool:
-        """Whether a driver error means the connection is gone; if so, drop it from the pool
-        (returning it normally would try a ROLLBACK on a dead socket)."""
+        """Whether a driver error means the connection is gone; if so, drop it, and every other
+        idle connection of the pool with it: a server restart killed them all, and the retry
+        must not be handed another dead one (the pager and API share this pool)."""
         dialect = self.engine.dialect
         lost = bool(dialect.is_disconnect(exc, pooled.dbapi_connection, None))  # type: ignore[arg-type]
         if lost:
             pooled.invalidate(exc)
+            self.engine.dispose()
         return lost
 
     def redoable(self) -> Database:
