@@ -29,6 +29,7 @@ from vetgateway.api.app import create_app
 from vetgateway.config import Settings
 from vetgateway.errors import StorageError
 from vetgateway.intake_metrics import IntakeMetrics
+from vetgateway.paging_metrics import PagingMetrics
 from vetgateway.pipeline.pager import Pager
 from vetgateway.pipeline.paging_runtime import build_pager, public_base_url
 from vetgateway.pipeline.runtime import Pipeline
@@ -55,6 +56,7 @@ class Gateway:
         self.listening: dict[str, str] = {}
         self.metrics_registry = CollectorRegistry()
         self.metrics = IntakeMetrics(self.metrics_registry)
+        self.paging_metrics = PagingMetrics(self.metrics_registry)
         # With a broker URL the workers are other processes (``vetgateway worker``).
         self.pipeline = Pipeline(settings, db, dispatch=True, work=not settings.broker_url)
         self.inbox = Inbox(
@@ -106,7 +108,9 @@ class Gateway:
             self._announce("http", f"http://{host}:{port}", "API, console, HL7 over HTTP")
             # Critical-value pages link back to the API, so the pager starts once it listens.
             base_url = public_base_url(self.settings, f"http://{host}:{port}")
-            pager = build_pager(self.settings, self.db, base_url=base_url)
+            pager = build_pager(
+                self.settings, self.db, base_url=base_url, metrics=self.paging_metrics
+            )
             self.pipeline.processor.alert_listeners.append(pager.nudge)
             pager.start()
             stop_task = asyncio.create_task(self._stop.wait())
@@ -180,6 +184,7 @@ class Gateway:
             self.settings,
             self.db,
             metrics_registry=self.metrics_registry,
+            paging_metrics=self.paging_metrics,
             hl7_intake=self.hl7,
             intake_pool=self._intake_pool,
         )

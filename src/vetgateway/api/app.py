@@ -7,6 +7,7 @@ dependencies (``api/deps.py``) and later components find it:
 - ``app.state.db``: the ``Database`` (sessions come only from ``db.session()``);
 - ``app.state.metrics``: this app's Prometheus ``CollectorRegistry``; register further collectors
   on it (inbox accepts, pages sent …) and they appear on ``GET /metrics``;
+- ``app.state.paging_metrics``: the ``PagingMetrics`` the acknowledgement endpoints observe;
 - ``app.state.readiness_checks``: name → check, run by ``GET /readyz``;
 - ``app.state.hl7_intake``: the ``Hl7Intake`` behind ``POST /api/v1/hl7``;
 - ``app.state.intake_pool``: the executor its blocking store calls run on.
@@ -31,6 +32,7 @@ from vetgateway.api.health import ReadinessCheck
 from vetgateway.api.metrics import HttpMetrics, MetricsMiddleware
 from vetgateway.config import Settings
 from vetgateway.errors import StorageError, StorageUnavailable
+from vetgateway.paging_metrics import PagingMetrics
 from vetgateway.pipeline.broker_health import check_broker
 from vetgateway.store.db import Database
 from vetgateway.store.inbox import Inbox
@@ -66,6 +68,7 @@ def create_app(
     *,
     readiness_checks: Mapping[str, ReadinessCheck] | None = None,
     metrics_registry: CollectorRegistry | None = None,
+    paging_metrics: PagingMetrics | None = None,
     hl7_intake: Hl7Intake | None = None,
     intake_pool: Executor | None = None,
 ) -> FastAPI:
@@ -73,7 +76,8 @@ def create_app(
 
     ``readiness_checks`` are added to the defaults (database, broker) and replace a default of the
     same name. ``metrics_registry`` lets the caller share one registry between the app and other
-    components; by default the app gets a fresh one.
+    components; by default the app gets a fresh one. ``paging_metrics`` must be registered on that
+    same registry (the gateway shares one with its pager); by default one is built on it.
 
     ``hl7_intake`` and ``intake_pool`` let the gateway share its inbox (one group commit for MLLP,
     HTTP and files) and its thread pool with the app. Without them the app builds its own inbox
@@ -112,6 +116,9 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.metrics = registry
+    app.state.paging_metrics = (
+        paging_metrics if paging_metrics is not None else PagingMetrics(registry)
+    )
     app.state.hl7_intake = hl7_intake
     app.state.intake_pool = intake_pool
     app.state.readiness_checks = {

@@ -8,6 +8,7 @@ from fastapi import Request
 
 from vetgateway.adapters.hl7.intake import Hl7Intake
 from vetgateway.config import Settings
+from vetgateway.paging_metrics import PagingMetrics
 from vetgateway.store.db import Database
 
 
@@ -19,6 +20,11 @@ def get_database(request: Request) -> Database:
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def get_paging_metrics(request: Request) -> PagingMetrics:
+    metrics: PagingMetrics = request.app.state.paging_metrics
+    return metrics
 
 
 def get_hl7_intake(request: Request) -> Hl7Intake:

@@ -19,6 +19,10 @@ All state is in the database, so delivery is at-least-once: a crash after a chan
 page but before ``sent`` was committed sends that page again after the lease. A page whose alert
 was acknowledged meanwhile is cancelled by ``store.alerts.acknowledge`` and not sent.
 
+With ``metrics`` (``PagingMetrics``) the pager counts alerts at their first escalation round,
+pages sent, failed attempts and pages given up by channel, and observes the time from an alert's
+``created_at`` to its first sent page (after that page's ``sent`` is committed).
+
 Notifications carry the alert's summary (which includes ``patient_label``: pages may show it);
 logs here carry ids only.
 """
@@ -37,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from vetgateway.adapters.notify import Channel, Notification
 from vetgateway.errors import DeliveryError, StorageError
+from vetgateway.paging_metrics import PagingMetrics
 from vetgateway.pipeline.escalation import AlertSnapshot, Contact, fallback_contact, next_actions
 from vetgateway.store.alerts import ENTITY
 from vetgateway.store.audit import audit
@@ -44,6 +49,7 @@ from vetgateway.store.db import Database
 from vetgateway.store.models import (
     Alert,
     AlertState,
+    AuditEntry,
     Page,
     PageChannel,
     PageStatus,
@@ -72,7 +78,8 @@ class Pager:
     ``channels`` maps each page channel to what delivers it; a page on a channel with no entry
     fails like a delivery error (and falls back). ``timeout`` is the escalation timeout per
     level, ``poll`` the seconds between rounds of the background thread. ``clock`` gives the
-    current UTC time (tests pass a fake one).
+    current UTC time (tests pass a fake one). ``metrics``, when given, is observed as the module
+    doc says.
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class Pager:
         max_attempts: int = 3,
         backoff: timedelta = timedelta(seconds=30),
         batch: int = 50,
+        metrics: PagingMetrics | None = None,
     ) -> None:
         self._db = db
         self._channels = dict(channels)
@@ -99,6 +107,7 @@ class Pager:
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._batch = batch
+        self._metrics = metrics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
@@ -178,6 +187,8 @@ class Pager:
         if not plan.due:
             return 0
         previous = alert.level
+        if self._metrics is not None and previous == 0 and not self._seen_unstaffed(session, alert):
+            self._metrics.alert_opened(alert.kind.value)
         alert.level = plan.new_level
         alert.next_action_at = plan.next_action_at
         pages = [
@@ -219,6 +230,20 @@ class Pager:
             extra={"alert_id": str(alert.id), "level": plan.new_level, "pages": len(pages)},
         )
         return len(pages)
+
+    @staticmethod
+    def _seen_unstaffed(session: Session, alert: Alert) -> bool:
+        """Whether an earlier round found nobody on call for ``alert`` (its level stayed 0)."""
+        found = session.scalar(
+            sa.select(AuditEntry.id)
+            .where(
+                AuditEntry.entity_type == ENTITY,
+                AuditEntry.entity_id == str(alert.id),
+                AuditEntry.action == "alert.unstaffed",
+            )
+            .limit(1)
+        )
+        return found is not None
 
     def deliver_due(self) -> int:
         """Step 2; returns the number of delivery attempts made."""
@@ -284,16 +309,16 @@ class Pager:
         except DeliveryError as exc:
             error = str(exc) or type(exc).__name__
         now = self._clock()
+        if error is None:
+            sent, first_for = self._record_sent(note.page_id, now)
+            if sent and self._metrics is not None:
+                self._metrics.page_sent(note.channel.value, first_for=first_for, at=now)
+            return
+        if self._metrics is not None:
+            self._metrics.delivery_failed(note.channel.value)
         with self._db.session() as session:
             page = session.get(Page, note.page_id, with_for_update=self._db.dialect == "postgresql")
             if page is None:
-                return
-            if error is None:
-                page.status = PageStatus.SENT
-                page.sent_at = now
-                page.last_error = None
-                page.next_attempt_at = None
-                log.info("page sent", extra={"page_id": page.id, "alert_id": str(page.alert_id)})
                 return
             log.warning(
                 "page delivery failed",
@@ -307,12 +332,42 @@ class Pager:
             else:
                 page.next_attempt_at = now + self._retry_delay(page.attempts)
 
+    def _record_sent(self, page_id: int, now: datetime) -> tuple[bool, datetime | None]:
+        """Mark the page sent. Returns whether it existed and, when it is its alert's first
+        sent page and metrics are kept, the alert's ``created_at``."""
+        with self._db.session() as session:
+            page = session.get(Page, page_id, with_for_update=self._db.dialect == "postgresql")
+            if page is None:
+                return False, None
+            page.status = PageStatus.SENT
+            page.sent_at = now
+            page.last_error = None
+            page.next_attempt_at = None
+            log.info("page sent", extra={"page_id": page.id, "alert_id": str(page.alert_id)})
+            if self._metrics is None:
+                return True, None
+            earlier = session.scalar(
+                sa.select(Page.id)
+                .where(
+                    Page.alert_id == page.alert_id,
+                    Page.id != page.id,
+                    Page.sent_at.is_not(None),
+                )
+                .limit(1)
+            )
+            if earlier is not None:
+                return True, None
+            raised = sa.select(Alert.created_at).where(Alert.id == page.alert_id)
+            return True, session.scalar(raised)
+
     def _give_up(self, session: Session, page: Page, error: str) -> None:
         """Mark ``page`` failed and page the same veterinarian's next contact, if any."""
         now = self._clock()
         page.status = PageStatus.FAILED
         page.last_error = error
         page.next_attempt_at = None
+        if self._metrics is not None:
+            self._metrics.page_given_up(page.channel.value)
         state = session.scalar(sa.select(Alert.state).where(Alert.id == page.alert_id))
         fallback = None
         if state is AlertState.OPEN and page.veterinarian_id is not None:

@@ -17,6 +17,7 @@ from vetgateway.adapters.notify.email import EmailChannel
 from vetgateway.adapters.notify.sms import SmsChannel
 from vetgateway.adapters.notify.webhook import WebhookChannel
 from vetgateway.config import Settings
+from vetgateway.paging_metrics import PagingMetrics
 from vetgateway.pipeline.pager import Pager
 from vetgateway.store.db import Database
 from vetgateway.store.models import PageChannel
@@ -32,7 +33,9 @@ def public_base_url(settings: Settings, http_address: str | None = None) -> str:
     return (http_address or f"http://{settings.bind}:{settings.http_port}").rstrip("/")
 
 
-def build_pager(settings: Settings, db: Database, *, base_url: str) -> Pager:
+def build_pager(
+    settings: Settings, db: Database, *, base_url: str, metrics: PagingMetrics | None = None
+) -> Pager:
     key = signing_key(settings)
     channels: dict[PageChannel, Channel] = {
         PageChannel.WEBHOOK: WebhookChannel.from_settings(settings, signing_key=key)
@@ -54,4 +57,5 @@ def build_pager(settings: Settings, db: Database, *, base_url: str) -> Pager:
         poll=settings.pager_poll_seconds,
         link_maker=link,
         default_clinic=settings.default_clinic,
+        metrics=metrics,
     )

@@ -23,11 +23,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from vetgateway.ack_links import AckLinkError, AckLinkExpired, signing_key, verify_token
 from vetgateway.api.auth import Principal, require_role
-from vetgateway.api.deps import get_database, get_settings
+from vetgateway.api.deps import get_database, get_paging_metrics, get_settings
 from vetgateway.config import Settings
+from vetgateway.paging_metrics import PagingMetrics
 from vetgateway.store import alerts as alert_store
 from vetgateway.store.db import Database
 from vetgateway.store.models import (
@@ -48,6 +50,7 @@ Reader = Annotated[Principal, Depends(require_role(Role.VETERINARIAN, Role.TECHN
 Veterinarian = Annotated[Principal, Depends(require_role(Role.VETERINARIAN))]
 Db = Annotated[Database, Depends(get_database)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+Metrics = Annotated[PagingMetrics, Depends(get_paging_metrics)]
 
 
 class AlertItem(BaseModel):
@@ -146,7 +149,10 @@ def get_alert(alert_id: uuid.UUID, _reader: Reader, db: Db) -> AlertDetail:
 
 
 @router.post("/{alert_id}/acknowledge", summary="Acknowledge an alert: escalation stops")
-def acknowledge(alert_id: uuid.UUID, body: Acknowledge, vet: Veterinarian, db: Db) -> Acknowledged:
+def acknowledge(
+    alert_id: uuid.UUID, body: Acknowledge, vet: Veterinarian, db: Db, metrics: Metrics
+) -> Acknowledged:
+    now = utcnow()
     with db.session() as session:
         outcome = alert_store.acknowledge(
             session,
@@ -155,11 +161,25 @@ def acknowledge(alert_id: uuid.UUID, body: Acknowledge, vet: Veterinarian, db: D
             actor=vet.actor,
             via=AcknowledgementVia.API,
             note=body.note if body.note is not None else f"by {vet.name}",
-            now=utcnow(),
+            now=now,
         )
+        raised_at = _raised_at(session, alert_id, outcome)
     if not outcome.found or outcome.state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert {alert_id}")
+    if raised_at is not None:
+        metrics.acknowledged(AcknowledgementVia.API.value, raised_at=raised_at, at=now)
     return Acknowledged(id=alert_id, state=outcome.state, already_acknowledged=outcome.already)
+
+
+def _raised_at(
+    session: Session, alert_id: uuid.UUID, outcome: alert_store.AckOutcome
+) -> datetime | None:
+    """When the alert just acknowledged was raised (None if this call acknowledged nothing);
+    the latency is observed by the caller once the transaction has committed."""
+    if not outcome.found or outcome.already:
+        return None
+    alert = session.get(Alert, alert_id)
+    return None if alert is None else alert.created_at
 
 
 def _html(title: str, body: str, status_code: int = 200) -> HTMLResponse:
@@ -205,11 +225,12 @@ def ack_link_form(token: str, db: Db, settings: AppSettings) -> HTMLResponse:
 
 
 @router.post("/ack/{token}", response_class=HTMLResponse, summary="Acknowledge link: acknowledge")
-def ack_link_submit(token: str, db: Db, settings: AppSettings) -> HTMLResponse:
+def ack_link_submit(token: str, db: Db, settings: AppSettings, metrics: Metrics) -> HTMLResponse:
     try:
         alert_id, page_id = _verify(settings, token)
     except AckLinkError as exc:
         return _link_error(exc)
+    now = utcnow()
     with db.session() as session:
         page = session.get(Page, page_id)
         if page is None or page.alert_id != alert_id:
@@ -221,8 +242,11 @@ def ack_link_submit(token: str, db: Db, settings: AppSettings) -> HTMLResponse:
             actor=f"ack_link:page:{page_id}",
             via=AcknowledgementVia.LINK,
             note=None,
-            now=utcnow(),
+            now=now,
         )
+        raised_at = _raised_at(session, alert_id, outcome)
+    if raised_at is not None:
+        metrics.acknowledged(AcknowledgementVia.LINK.value, raised_at=raised_at, at=now)
     if not outcome.found:
         return _html("Alert not found", "<p>This alert no longer exists.</p>", 404)
     if outcome.already:
