@@ -11,7 +11,6 @@ import json
 import re
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,51 +19,12 @@ import sqlalchemy as sa
 from tests.gateway_process import GatewayProcess, gateway_environment
 from tests.http_sink import HttpSink
 from tests.mllp_peer import MllpPeer, msa
+from tests.oncall_file import CRITICAL_K, write_oncall
 from tests.oru import vet_oru
 from tests.smtp_sink import SmtpSink
 from vetgateway.store.db import Database
 
 SIGNING_KEY = "test-signing-key"
-CRITICAL_K = (("K", "Potassium", "8.1", "mEq/L", "3.5-5.8", "HH"),)
-
-
-def _oncall(path: Path, webhook: str, email: str) -> Path:
-    now = datetime.now(UTC)
-    starts = (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    ends = (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    path.write_text(
-        f"""
-[[clinics]]
-code = "main"
-name = "Main Street Clinic"
-timezone = "UTC"
-
-[[veterinarians]]
-key = "ada"
-name = "Dr Ada Okafor"
-contacts = [{{ kind = "webhook", address = "{webhook}", priority = 0 }}]
-
-[[veterinarians]]
-key = "tom"
-name = "Dr Tom Price"
-contacts = [{{ kind = "email", address = "{email}", priority = 0 }}]
-
-[[on_call]]
-clinic = "main"
-veterinarian = "ada"
-level = "primary"
-starts = {starts}
-ends = {ends}
-
-[[on_call]]
-clinic = "main"
-veterinarian = "tom"
-level = "backup"
-starts = {starts}
-ends = {ends}
-"""
-    )
-    return path
 
 
 @pytest.fixture
@@ -77,7 +37,7 @@ def test_r40_unacknowledged_critical_escalates_and_the_link_acknowledges(
     tmp_path: Path, sinks: tuple[HttpSink, SmtpSink]
 ) -> None:
     http, smtp = sinks
-    oncall = _oncall(tmp_path / "oncall.toml", http.url("/pager"), "tom@clinic.example")
+    oncall = write_oncall(tmp_path / "oncall.toml", http.url("/pager"), "tom@clinic.example")
     env = gateway_environment(
         tmp_path,
         oncall_file=str(oncall),

@@ -26,6 +26,8 @@ File format (every key not listed is an error, to catch typos)::
     unit = "mmol/L"             # optional (unitless: USG, pH, ratios)
     value_type = "numeric"      # ValueType value; default numeric
     decimals = 1                # optional, 0-6: places shown; conversions keep two more
+    delta_abs = 1.5             # optional delta check (numeric tests): flag a change from the
+    delta_rel = 0.5             # patient's previous result beyond 1.5 (test's unit) or 50 %
 
     [[mapping]]
     source = "EXAMPLE_REFLAB"   # optional when the file sets it
@@ -86,7 +88,18 @@ MAX_PLACES: Final = 10
 _CODE: Final = re.compile(r"[A-Z0-9][A-Z0-9_.-]{0,31}", re.ASCII)
 _TOP_KEYS: Final = frozenset({"description", "source", "species", "citation"})
 _TEST_KEYS: Final = frozenset(
-    {"code", "name", "loinc", "category", "specimen", "unit", "value_type", "decimals"}
+    {
+        "code",
+        "name",
+        "loinc",
+        "category",
+        "specimen",
+        "unit",
+        "value_type",
+        "decimals",
+        "delta_abs",
+        "delta_rel",
+    }
 )
 _MAPPING_KEYS: Final = frozenset({"source", "code", "unit", "test", "factor", "offset"})
 _INTERVAL_KEYS: Final = frozenset(
@@ -120,6 +133,9 @@ class CatalogueTestDef:
     unit: str | None
     value_type: ValueType
     decimals: int | None
+    # Delta-check thresholds (``pipeline.delta``): absolute, in ``unit``; relative, a fraction.
+    delta_abs: Decimal | None = None
+    delta_rel: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +287,12 @@ def _test(origin: str, raw: Any) -> CatalogueTestDef:
     if not _CODE.fullmatch(code):
         e.fail(f"code {code!r} must be upper-case letters, digits, '_', '.' or '-'")
     value_type = e.choice("value_type", ValueType, "numeric")
+    deltas = {k: e.decimal(k) for k in ("delta_abs", "delta_rel")}
+    for key, limit in deltas.items():
+        if limit is not None and limit <= 0:
+            e.fail(f"{key} must be greater than 0, not {limit}")
+        if limit is not None and value_type is not ValueType.NUMERIC:
+            e.fail(f"{key} is only for numeric tests; {code} is {value_type.value}")
     return CatalogueTestDef(
         origin=origin,
         code=code,
@@ -281,6 +303,8 @@ def _test(origin: str, raw: Any) -> CatalogueTestDef:
         unit=e.text("unit", max_length=32),
         value_type=value_type,
         decimals=e.integer("decimals", 0, 6),
+        delta_abs=deltas["delta_abs"],
+        delta_rel=deltas["delta_rel"],
     )
 
 

@@ -37,11 +37,12 @@ import functools
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
+from typing import NamedTuple, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -49,6 +50,7 @@ from sqlalchemy.orm import Session
 from vetgateway.errors import ParseError
 from vetgateway.model import Report
 from vetgateway.pipeline.alerting import CRITICAL, critical_findings, patient_label
+from vetgateway.pipeline.delta import DeltaRule, delta_check
 from vetgateway.pipeline.interpret import IntervalTable, age_in_days, interpret
 from vetgateway.pipeline.mapping import (
     MappingTable,
@@ -62,7 +64,7 @@ from vetgateway.pipeline.rematch import rematch_for_order
 from vetgateway.pipeline.species import species_word
 from vetgateway.store import work_queue
 from vetgateway.store.alerts import note_no_longer_critical, raise_critical
-from vetgateway.store.catalogue import mapping_table
+from vetgateway.store.catalogue import delta_rules, mapping_table
 from vetgateway.store.db import Database
 from vetgateway.store.intervals import interval_table
 from vetgateway.store.models import InboundMessage, MessageStatus
@@ -76,8 +78,9 @@ from vetgateway.store.reports import (
     result_ids,
     save_report,
 )
+from vetgateway.store.result_history import previous_values, record_deltas
 
-__all__ = ["MessageProcessor", "Outcome"]
+__all__ = ["MessageProcessor", "Outcome", "Tables"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,15 @@ class Outcome(enum.Enum):
     UNMATCHED = "unmatched"
     QUARANTINED = "quarantined"
     SKIPPED = "skipped"  # already finished (a second delivery), or unknown id
+
+
+class Tables(NamedTuple):
+    """What the pipeline reads from the catalogue and caches: code maps, reference intervals and
+    delta-check thresholds by test id."""
+
+    mapping: MappingTable
+    intervals: IntervalTable
+    deltas: dict[uuid.UUID, DeltaRule]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,18 +160,21 @@ class MessageProcessor:
         self._alert_merge = alert_merge
         self._ttl = mapping_ttl
         self._clock = clock
-        self._tables: tuple[MappingTable, IntervalTable] | None = None
+        self._tables: Tables | None = None
         self._tables_loaded = 0.0
         self._tables_lock = threading.Lock()
         # Called after a commit that raised critical alerts (the in-process pager's nudge).
         self.alert_listeners: list[Callable[[], None]] = []
 
-    def tables(self) -> tuple[MappingTable, IntervalTable]:
-        """The code maps and reference intervals, re-read every ``mapping_ttl`` seconds."""
+    def tables(self) -> Tables:
+        """The code maps, reference intervals and delta thresholds, re-read every
+        ``mapping_ttl`` seconds."""
         with self._tables_lock:
             if self._tables is None or time.monotonic() - self._tables_loaded > self._ttl:
                 with self._db.session(readonly=True) as session:
-                    self._tables = (mapping_table(session), interval_table(session))
+                    self._tables = Tables(
+                        mapping_table(session), interval_table(session), delta_rules(session)
+                    )
                 self._tables_loaded = time.monotonic()
             return self._tables
 
@@ -203,7 +218,7 @@ class MessageProcessor:
         except ParseError as exc:
             return _Prepared(message_id, received_at, refused=f"parse error: {exc}")
         source = source_key(parsed.sending_facility, parsed.sending_application)
-        maps, intervals = self.tables()
+        maps, intervals, _deltas = self.tables()
         reports = []
         for report in parsed.reports:
             species = species_word(report.patient.species)
@@ -319,10 +334,67 @@ class MessageProcessor:
                     decide = functools.partial(self._decide, session, item, observed_at)
                     written.append((item, save_report(session, item, decide=decide, now=now)))
         matched = dict.fromkeys((p.message_id for p in prepared), True)
+        received = {p.message_id: p.received_at for p in prepared}
+        # The thresholds cached when these reports were mapped (``_prepare`` loaded the tables):
+        # never a catalogue re-read while the write transaction holds its lock.
+        rules = self._tables.deltas if self._tables is not None else {}
         for item, result in written:
             matched[item.message_id] &= result.matched
+            self._delta(
+                session, item, result, rules, item.report.observed_at or received[item.message_id]
+            )
             self._alert(session, item, result, now)
         return {i: Outcome.PROCESSED if m else Outcome.UNMATCHED for i, m in matched.items()}
+
+    def _delta(
+        self,
+        session: Session,
+        item: ReportInput,
+        saved: SavedReport,
+        rules: dict[uuid.UUID, DeltaRule],
+        before: datetime,
+    ) -> None:
+        """The delta check of one written report (issue 5): each result with a threshold against
+        the patient's latest earlier result of its test. One query for the whole report, none at
+        all when no result has a threshold or the patient is unknown (no matched patient id, no
+        PMS id; never by name). A result observed before one already stored is checked against
+        its own predecessor; the later one keeps the outcome it got when it was written."""
+        checked = [
+            m
+            for m in item.mapped
+            if m.mapped
+            and m.test_id in rules
+            and m.value_numeric is not None
+            and m.comparator is None
+        ]
+        patient_id = saved.patient_id if saved.matched else None
+        pms_id = item.report.patient.pms_id[:64] if item.report.patient.pms_id else None
+        if not checked or (patient_id is None and pms_id is None):
+            return
+        previous = previous_values(
+            session,
+            patient_id=patient_id,
+            patient_pms_id=pms_id,
+            test_ids={m.test_id for m in checked if m.test_id is not None},
+            before=before,
+            exclude_report=saved.report_id,
+        )
+        if not previous:
+            return
+        ids = result_ids(session, saved.report_id)
+        outcomes = []
+        for m in checked:
+            sub_id = m.observation.sub_id
+            result_id = ids.get((m.observation.code[:64], sub_id[:20] if sub_id else sub_id))
+            if m.test_id is None or m.test_id not in previous or result_id is None:
+                continue
+            value, observed_at = previous[m.test_id]
+            flag, note = delta_check(
+                value, m.value_numeric, rules[m.test_id], previous_at=observed_at, unit=m.unit
+            )
+            if flag is not None:
+                outcomes.append((result_id, flag, note))
+        record_deltas(session, outcomes)
 
     def _alert(
         self, session: Session, item: ReportInput, saved: SavedReport, now: datetime

@@ -23,6 +23,7 @@ nothing.
 ``mapping_table(session)`` reads live tests and code maps into the immutable table the pipeline
 caches. Device-specific rows (``device_id`` set) are left out: a ``MappingRule`` has no device,
 and using such a row for every device of its source is exactly the widening the schema forbids.
+``delta_rules(session)`` reads the tests' delta-check thresholds, cached beside it.
 """
 
 from __future__ import annotations
@@ -41,11 +42,19 @@ from sqlalchemy.orm import Session
 
 from vetgateway.catalogue import CatalogueFiles, CatalogueTestDef, IntervalDef, read_catalogue
 from vetgateway.errors import ConfigError
+from vetgateway.pipeline.delta import DeltaRule
 from vetgateway.pipeline.mapping import CatalogueEntry, MappingRule, MappingTable, normalise_unit
 from vetgateway.store.models import CatalogueTest, CodeMapping, ReferenceInterval, ValueType
 from vetgateway.store.models.base import utcnow
 
-__all__ = ["LoadCounts", "LoadSummary", "ensure_catalogue", "load_catalogue", "mapping_table"]
+__all__ = [
+    "LoadCounts",
+    "LoadSummary",
+    "delta_rules",
+    "ensure_catalogue",
+    "load_catalogue",
+    "mapping_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +132,8 @@ def _load_tests(
             "unit": d.unit,
             "value_type": d.value_type,
             "decimals": d.decimals,
+            "delta_abs": d.delta_abs,
+            "delta_rel": d.delta_rel,
         }
         row = existing.get(d.code)
         if row is None:
@@ -351,3 +362,14 @@ def mapping_table(session: Session) -> MappingTable:
         )
     )
     return MappingTable(entries, rules)
+
+
+def delta_rules(session: Session) -> dict[uuid.UUID, DeltaRule]:
+    """The delta-check thresholds of live tests that have any, by test id."""
+    rows = session.execute(
+        sa.select(CatalogueTest.id, CatalogueTest.delta_abs, CatalogueTest.delta_rel).where(
+            CatalogueTest.deleted_at.is_(None),
+            sa.or_(CatalogueTest.delta_abs.is_not(None), CatalogueTest.delta_rel.is_not(None)),
+        )
+    )
+    return {r.id: DeltaRule(abs=r.delta_abs, rel=r.delta_rel) for r in rows}

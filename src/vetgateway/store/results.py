@@ -77,6 +77,8 @@ _RESULT_COLUMNS = (
     _L.c.status,
     _L.c.mapping_status,
     _L.c.mapping_note,
+    _L.c.delta_flag,
+    _L.c.delta_note,
     _L.c.set_id,
     _L.c.sub_id,
     _L.c.observed_at,

@@ -3,7 +3,8 @@
 - ``GET /results?accession=&patient_id=&since=&after_id=``: current results (corrections replace
   what they supersede), oldest first, keyset-paginated by ``after_id`` (= ``next_after_id``).
   Each carries the test (our catalogue code and name when mapped, always the sender's code), the
-  value as sent and as a number, unit, the lab's range and flags, status and mapping status.
+  value as sent and as a number, unit, the lab's range and flags, status and mapping status,
+  and the delta check against the patient's previous result (``delta_flag``, ``delta_note``).
 - ``GET /reports/{id}``: one report version with its results, attachments, match and the list of
   all its versions; ``GET /reports/{id}/attachments/{n}`` the attachment's bytes.
 
@@ -61,6 +62,14 @@ class ResultOut(BaseModel):
     status: ResultStatus
     mapping_status: MappingStatus
     mapping_note: str | None
+    delta_flag: bool | None = Field(
+        default=None,
+        description="true when the change from the patient's previous result of the test is"
+        " beyond the test's delta threshold; null when not checked",
+    )
+    delta_note: str | None = Field(
+        default=None, description="the previous value and date compared with, and the change"
+    )
     observed_at: datetime | None
     version: int
     supersedes_id: int | None

@@ -51,6 +51,10 @@ class CatalogueTest(UuidKey, Timestamps, SoftDelete, Base):
     unit: Mapped[str | None] = mapped_column(sa.String(32))
     value_type: Mapped[ValueType] = mapped_column(enum_type(ValueType))
     decimals: Mapped[int | None] = mapped_column(sa.Integer())
+    # Delta check (``pipeline.delta``): a change from the patient's previous result beyond
+    # ``delta_abs`` (in ``unit``) or ``delta_rel`` (a fraction of the previous value) is flagged.
+    delta_abs: Mapped[Decimal | None]
+    delta_rel: Mapped[Decimal | None]
 
 
 class CodeMapping(UuidKey, Timestamps, Base):

@@ -58,6 +58,12 @@ class DiagnosticReport(UuidKey, Timestamps, SoftDelete, PatientIdentifiers, Base
     outcome of matching it to an order. ``results`` loads only when asked for."""
 
     __tablename__ = "diagnostic_reports"
+    # A patient's history in time order: the delta check's "previous result" query
+    # (``store.reports.previous_values``) reads only the reports observed before the new one.
+    __table_args__ = (
+        sa.Index("ix_diagnostic_reports_patient_observed", "patient_id", "observed_at"),
+        sa.Index("ix_diagnostic_reports_pms_observed", "patient_pms_id", "observed_at"),
+    )
 
     inbound_message_id: Mapped[int | None] = mapped_column(
         BigId, sa.ForeignKey("inbound_messages.id", ondelete="SET NULL"), index=True
@@ -139,6 +145,11 @@ class LabResult(IdentityKey, Timestamps, SoftDelete, Base):
     # Why the interpretation is what it is: the lab's flag used, no interval for the species,
     # units differ, or our flag disagrees with the lab's.
     interpretation_note: Mapped[str | None] = mapped_column(sa.String(255))
+    # The delta check against the patient's previous result of the test (``pipeline.delta``):
+    # True beyond the test's threshold, False within, None when not judged (no previous result,
+    # no threshold, not a number, patient unknown). The note names the previous value and date.
+    delta_flag: Mapped[bool | None] = mapped_column(sa.Boolean())
+    delta_note: Mapped[str | None] = mapped_column(sa.String(255))
     status: Mapped[ResultStatus] = mapped_column(enum_type(ResultStatus))
     mapping_status: Mapped[MappingStatus] = mapped_column(enum_type(MappingStatus))
     # Why a result is unmapped (unknown code, unit with no conversion), for the reviewer.
