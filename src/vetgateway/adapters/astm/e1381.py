@@ -1,0 +1,599 @@
+"""Sans-I/O CLSI LIS1-A (ASTM E1381) link layer: ``Receiver`` and ``Sender`` (h11's pattern).
+
+Neither class touches a socket, a serial port or a clock. The driver feeds bytes with
+``receive_data(data, now)``, drains ``next_event()`` until ``NEED_DATA``, writes
+``data_to_send()`` to the line, and calls ``check_timeouts(now)`` on its tick. ``now`` is the
+driver's monotonic clock in seconds, passed on every call that may start or check a timer.
+
+The link is half-duplex in turn-taking (LIS1-A §6): one station sends, the other receives, and
+the line returns to the neutral state with EOT. A station that both sends and receives runs one
+``Sender`` and one ``Receiver`` on the same line; the driver routes incoming bytes to the
+``Sender`` while ``Sender.awaiting_reply`` is True and to the ``Receiver`` otherwise (bytes the
+``Sender`` did not need come back from ``Sender.take_unconsumed()``), and lets the ``Sender`` start
+(``check_timeouts``) only while ``Receiver.idle``.
+
+Receiver rules (the table in ``Receiver._pump``):
+
+1. Neutral state: every byte but ENQ is ignored. ENQ → ``accept_link()``: True → ACK and
+   ``LinkEstablished``; False (busy) → NAK and ``LinkRefused`` (LIS1-A §6.2, establishment).
+2. Transfer state: bytes outside a frame are ignored; STX starts a frame; EOT ends the transfer
+   (LIS1-A §6.4, termination).
+3. A defective frame (checksum, trailer, restricted character, over 247 characters) → NAK and
+   ``FrameRejected`` (LIS1-A §6.5.1, defective frames). A frame cut short by STX or EOT gets no
+   reply.
+4. A good frame with the expected number → ACK. With the previous frame's number → ACK and
+   discarded (``DuplicateFrame``): our ACK was lost and the sender retransmitted (LIS1-A §6.3,
+   frame number). Any other number → NAK.
+5. **Durability.** A good frame that completes a message is *not* acknowledged at once:
+   ``MessageReceived(text)`` is emitted and the receiver pauses (further input
+   is buffered, not processed, and its timer stops) until the caller calls ``message_stored(now)``
+   (queues the ACK) or ``message_refused(now)`` (queues a NAK: the sender retransmits that frame,
+   so the message is offered again, up to its retry limit). The caller must therefore commit the
+   whole message (``inbox.accept``) *before* ``message_stored``, and within the sender's 15 s
+   reply timer. Which frame completes a message is ``message_end``: the end frame (ETX) whose
+   last record is the terminator record ``L`` (default: the LIS2-A message H … L), or every end
+   frame (``MessageEnd.END_FRAME``, the E1381 message).
+6. EOT: text received since the last delivered message is an unfinished message: it is discarded
+   as ``MessageAborted("interrupted")`` (LIS1-A §6.4; the sender sends it again whole). Then
+   ``LinkReleased``. An instrument that sends no terminator record therefore needs
+   ``MessageEnd.END_FRAME``, or each of its messages would be discarded here.
+7. 30 s without a frame or EOT in the transfer state → the same as rule 6 with
+   ``MessageAborted("timeout")`` and ``LinkReleased(timed_out=True)`` (LIS1-A §6.5.2, timeouts).
+
+Sender rules (``Sender``): ENQ, then wait for the reply (LIS1-A §6.2): ACK → transfer; NAK → ENQ
+again after 10 s; ENQ (contention) → the computer system yields and retries after 20 s, the
+instrument retries after 1 s. Each frame waits for the reply (LIS1-A §6.3): ACK → next frame,
+and after the last one EOT (LIS1-A §6.4); NAK → retransmit the same frame, and the sixth NAK of
+one frame aborts with EOT (LIS1-A §6.5.1); EOT → receiver interrupt (LIS1-A §6.3, receiver
+interrupts): it counts as the ACK of that frame; if frames remain the sender honours it, sends
+EOT and starts the whole message again after 15 s. No reply within 15 s → EOT and
+``SendFailed("timeout")`` (LIS1-A §6.5.2).
+
+Only ``LinkUsageError`` is ever raised, and only for the caller's misuse; bytes from the peer
+are handled by the state machine (ignored or NAKed), never by an exception.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from vetgateway.adapters.astm.e1381_frames import (
+    ACK,
+    ENQ,
+    EOT,
+    NAK,
+    STX,
+    FrameBad,
+    FrameOk,
+    LinkUsageError,
+    build_frame,
+    parse_frame,
+    split_message,
+)
+
+__all__ = [
+    "CONTENTION_BACKOFF_COMPUTER",
+    "CONTENTION_BACKOFF_INSTRUMENT",
+    "ENQ_NAK_RETRY",
+    "HELD_BUFFER_LIMIT",
+    "INTERRUPT_BACKOFF",
+    "MAX_FAILURES",
+    "NEED_DATA",
+    "RECEIVER_TIMEOUT",
+    "REPLY_TIMEOUT",
+    "Contention",
+    "DuplicateFrame",
+    "EstablishmentRefused",
+    "FrameRejected",
+    "FrameRetransmitted",
+    "LinkEstablished",
+    "LinkRefused",
+    "LinkReleased",
+    "LinkUsageError",
+    "MessageAborted",
+    "MessageEnd",
+    "MessageReceived",
+    "MessageSent",
+    "NeedData",
+    "Receiver",
+    "ReceiverEvent",
+    "Role",
+    "SendFailed",
+    "SendInterrupted",
+    "Sender",
+    "SenderEvent",
+]
+
+RECEIVER_TIMEOUT: Final = 30.0  # LIS1-A §6.5.2: receiver waits 30 s for a frame or EOT
+REPLY_TIMEOUT: Final = 15.0  # LIS1-A §6.5.2: sender waits 15 s for a reply to ENQ or a frame
+ENQ_NAK_RETRY: Final = 10.0  # LIS1-A §6.2: after NAK to ENQ, wait at least 10 s
+CONTENTION_BACKOFF_COMPUTER: Final = 20.0  # LIS1-A §6.2 (contention): the computer yields
+CONTENTION_BACKOFF_INSTRUMENT: Final = 1.0  # LIS1-A §6.2 (contention): the instrument re-sends
+INTERRUPT_BACKOFF: Final = 15.0  # LIS1-A §6.3 (receiver interrupts): wait before re-establishing
+MAX_FAILURES: Final = 6  # LIS1-A §6.5.1: a frame not accepted six times aborts the message
+HELD_BUFFER_LIMIT: Final = 1024
+
+_ACK: Final = bytes((ACK,))
+_NAK: Final = bytes((NAK,))
+_ENQ: Final = bytes((ENQ,))
+_EOT: Final = bytes((EOT,))
+
+
+class NeedData(enum.Enum):
+    """Sentinel type of ``NEED_DATA``: no event until more bytes, a timer or a decision."""
+
+    NEED_DATA = "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+
+
+class Role(enum.Enum):
+    """Which side of the link we are; it decides who wins ENQ contention (LIS1-A §6.2)."""
+
+    INSTRUMENT = "instrument"
+    COMPUTER = "computer"
+
+
+class MessageEnd(enum.Enum):
+    """Which good frame completes a message, and so has its ACK held for ``message_stored``."""
+
+    TERMINATOR_RECORD = "terminator_record"  # an ETX frame whose last record is ``L`` (H … L)
+    END_FRAME = "end_frame"  # every ETX frame (an E1381 message)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEstablished:
+    """ENQ was answered with ACK: the transfer phase begins (LIS1-A §6.2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRefused:
+    """Receiver: ``accept_link`` said busy, so ENQ was answered with NAK (LIS1-A §6.2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRejected:
+    """Receiver: a frame was answered with NAK; ``reason`` names why (for the log)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateFrame:
+    """Receiver: the previous frame came again (our ACK was lost); ACKed and discarded."""
+
+    number: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """Receiver: a complete message (the frame texts joined). Store ``text`` verbatim, then call
+    ``message_stored``; the ACK of the completing frame waits for that call (rule 5)."""
+
+    text: bytes
+
+    @property
+    def records(self) -> list[bytes]:
+        """The records, each without its CR."""
+        body = self.text[:-1] if self.text.endswith(b"\r") else self.text
+        return body.split(b"\r")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAborted:
+    """Receiver: a partial message was discarded (EOT before its end frame, or the 30 s timer).
+
+    Only the size is kept: the text may name a patient.
+    """
+
+    reason: Literal["interrupted", "timeout"]
+    discarded: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkReleased:
+    """Receiver: the line is neutral again (EOT received, or the receiver timer expired)."""
+
+    timed_out: bool = False
+
+
+ReceiverEvent = (
+    LinkEstablished
+    | LinkRefused
+    | FrameRejected
+    | DuplicateFrame
+    | MessageReceived
+    | MessageAborted
+    | LinkReleased
+)
+
+
+class _RxState(enum.Enum):
+    NEUTRAL = "neutral"
+    TRANSFER = "transfer"
+
+
+def _ends_with_terminator(text: bytes) -> bool:
+    body = text[:-1] if text.endswith(b"\r") else text
+    last = body.rsplit(b"\r", 1)[-1]
+    return last[:1] == b"L" and (len(last) == 1 or not last[1:2].isalnum())
+
+
+class Receiver:
+    """The receiving station of one LIS1-A link; the rules are in the module docstring.
+
+    ``accept_link`` is asked on every ENQ in the neutral state; returning False answers NAK
+    (the station is busy). Events come out of ``next_event`` in order; replies out of
+    ``data_to_send``.
+    """
+
+    def __init__(
+        self,
+        *,
+        accept_link: Callable[[], bool] | None = None,
+        message_end: MessageEnd = MessageEnd.TERMINATOR_RECORD,
+        timeout: float = RECEIVER_TIMEOUT,
+    ) -> None:
+        self._accept_link = accept_link
+        self._message_end = message_end
+        self._timeout = timeout
+        self._state = _RxState.NEUTRAL
+        self._buf = bytearray()
+        self._out = bytearray()
+        self._events: deque[ReceiverEvent] = deque()
+        self._text = b""  # text since the last delivered message
+        self._last_number: int | None = None  # number of the last accepted frame this transfer
+        self._last_activity = 0.0
+        self._held: int | None = None  # number of the completing frame whose ACK is held
+
+    @property
+    def idle(self) -> bool:
+        """True in the neutral state with no message awaiting a storage decision."""
+        return self._state is _RxState.NEUTRAL and self._held is None
+
+    @property
+    def awaiting_storage(self) -> bool:
+        """True between ``MessageReceived`` and ``message_stored``/``message_refused``."""
+        return self._held is not None
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Add bytes read from the line at monotonic time ``now``.
+
+        While a message awaits storage the sender is silent (it waits for our reply), so what
+        arrives then is kept only up to ``HELD_BUFFER_LIMIT`` bytes: a flooding peer cannot grow
+        the buffer.
+        """
+        self._buf += data
+        if self._held is not None:
+            del self._buf[HELD_BUFFER_LIMIT:]
+        self._pump(now)
+
+    def next_event(self) -> ReceiverEvent | NeedData:
+        """Return the next event, or ``NEED_DATA``. Never raises."""
+        return self._events.popleft() if self._events else NEED_DATA
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the line (ACK, NAK), cleared as they are returned."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def message_stored(self, now: float) -> None:
+        """The last ``MessageReceived`` is durably stored: ACK its completing frame (rule 5)."""
+        self._last_number = self._take_held()
+        self._out += _ACK
+        self._text = b""
+        self._resume(now)
+
+    def message_refused(self, now: float) -> None:
+        """The last ``MessageReceived`` could not be stored: NAK its completing frame, so the
+        sender retransmits it and the message is offered again (rule 5)."""
+        self._take_held()
+        self._out += _NAK
+        self._resume(now)
+
+    def check_timeouts(self, now: float) -> None:
+        """Apply the receiver timer (rule 7). It does not run while a message awaits storage."""
+        if (
+            self._held is None
+            and self._state is _RxState.TRANSFER
+            and now - self._last_activity >= self._timeout
+        ):
+            self._buf.clear()
+            self._close_transfer(timed_out=True)
+
+    def _take_held(self) -> int:
+        if self._held is None:
+            raise LinkUsageError("no received message is awaiting a storage decision")
+        held, self._held = self._held, None
+        return held
+
+    def _resume(self, now: float) -> None:
+        self._last_activity = now
+        self._pump(now)
+
+    def _pump(self, now: float) -> None:
+        buf = self._buf
+        while self._held is None and buf:
+            if self._state is _RxState.NEUTRAL:
+                enq = buf.find(_ENQ)
+                if enq < 0:
+                    buf.clear()  # rule 1: noise on a neutral line
+                    return
+                del buf[: enq + 1]
+                self._establish(now)
+                continue
+            start = next((i for i, b in enumerate(buf) if b in (STX, EOT)), -1)
+            if start < 0:
+                buf.clear()  # rule 2: noise between frames
+                return
+            if buf[start] == EOT:
+                del buf[: start + 1]
+                self._close_transfer(timed_out=False)
+                continue
+            del buf[:start]
+            parsed = parse_frame(buf)
+            if parsed is None:
+                return
+            outcome, consumed = parsed
+            del buf[:consumed]
+            if isinstance(outcome, FrameBad):
+                self._reply(_NAK, now, FrameRejected(outcome.reason))
+            elif isinstance(outcome, FrameOk):
+                self._on_frame(outcome, now)
+
+    def _establish(self, now: float) -> None:
+        if self._accept_link is not None and not self._accept_link():
+            self._out += _NAK
+            self._events.append(LinkRefused())
+            return
+        self._state = _RxState.TRANSFER
+        self._text = b""
+        self._last_number = None
+        self._reply(_ACK, now, LinkEstablished())
+
+    def _reply(self, reply: bytes, now: float, event: ReceiverEvent) -> None:
+        self._out += reply
+        self._last_activity = now
+        self._events.append(event)
+
+    def _on_frame(self, frame: FrameOk, now: float) -> None:
+        expected = 1 if self._last_number is None else (self._last_number + 1) % 8
+        if frame.number != expected:
+            if frame.number == self._last_number:
+                self._reply(_ACK, now, DuplicateFrame(frame.number))  # rule 4
+            else:
+                self._reply(_NAK, now, FrameRejected("unexpected_frame_number"))
+            return
+        self._last_activity = now
+        text = self._text + frame.text
+        if frame.final and (
+            self._message_end is MessageEnd.END_FRAME or _ends_with_terminator(text)
+        ):
+            self._held = frame.number  # rule 5: the ACK waits for message_stored
+            self._events.append(MessageReceived(text))
+            return
+        self._text = text
+        self._last_number = frame.number
+        self._out += _ACK
+
+    def _close_transfer(self, *, timed_out: bool) -> None:
+        if self._text:
+            reason: Literal["interrupted", "timeout"] = "timeout" if timed_out else "interrupted"
+            self._events.append(MessageAborted(reason, len(self._text)))
+        self._state = _RxState.NEUTRAL
+        self._text = b""
+        self._last_number = None
+        self._events.append(LinkReleased(timed_out=timed_out))
+
+
+@dataclass(frozen=True, slots=True)
+class EstablishmentRefused:
+    """Sender: ENQ was answered with NAK; ENQ goes again at ``retry_at`` (LIS1-A §6.2)."""
+
+    retry_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Contention:
+    """Sender: the peer sent ENQ while we waited for a reply to ours (LIS1-A §6.2, contention).
+
+    ``won`` is True for the instrument, which ignores the peer's ENQ and re-sends its own at
+    ``retry_at`` (1 s later). The computer system yields (``won`` False): it stops awaiting a
+    reply, its ``Receiver`` answers the peer's next ENQ, and its own ENQ goes again at
+    ``retry_at`` (20 s later).
+    """
+
+    won: bool
+    retry_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRetransmitted:
+    """Sender: frame ``number`` was NAKed and sent again; ``failures`` NAKs so far for it."""
+
+    number: int
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSent:
+    """Sender: every frame was acknowledged and EOT sent; the message is delivered."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendInterrupted:
+    """Sender: the receiver asked to stop mid-message (EOT as a reply, LIS1-A §6.3, receiver
+    interrupts). We sent EOT; the whole message goes again from the first frame at ``retry_at``,
+    since the receiver discards the partial message."""
+
+    retry_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SendFailed:
+    """Sender: the message was given up and EOT sent; the caller decides whether to retry.
+
+    ``reason`` is ``too_many_naks`` (one frame NAKed ``MAX_FAILURES`` times, LIS1-A §6.5.1) or
+    ``timeout`` (no reply within 15 s to ENQ or a frame, LIS1-A §6.5.2).
+    """
+
+    reason: Literal["too_many_naks", "timeout"]
+
+
+SenderEvent = (
+    LinkEstablished
+    | EstablishmentRefused
+    | Contention
+    | FrameRetransmitted
+    | MessageSent
+    | SendInterrupted
+    | SendFailed
+)
+
+
+class _TxState(enum.Enum):
+    IDLE = "idle"  # no message
+    WAITING = "waiting"  # a message, ENQ not before ``_deadline``
+    ENQ_SENT = "enq_sent"  # awaiting the reply to ENQ until ``_deadline``
+    FRAME_SENT = "frame_sent"  # awaiting the reply to frame ``_index`` until ``_deadline``
+
+
+class Sender:
+    """The sending station of one LIS1-A link; the rules are in the module docstring.
+
+    One message at a time: ``send_message`` while another is in flight raises
+    ``LinkUsageError``. Wait for ``MessageSent`` or ``SendFailed``. ENQ goes out from
+    ``send_message`` or, after a back-off, from ``check_timeouts``.
+    """
+
+    def __init__(self, role: Role = Role.COMPUTER, *, max_failures: int = MAX_FAILURES) -> None:
+        if max_failures < 1:
+            raise LinkUsageError("max_failures must be at least 1")
+        self._role = role
+        self._max_failures = max_failures
+        self._state = _TxState.IDLE
+        self._frames: list[bytes] = []
+        self._index = 0
+        self._failures = 0
+        self._deadline = 0.0
+        self._out = bytearray()
+        self._unconsumed = bytearray()
+        self._events: deque[SenderEvent] = deque()
+
+    @property
+    def awaiting_reply(self) -> bool:
+        """True while ENQ or a frame awaits its reply: incoming bytes are the Sender's then."""
+        return self._state in (_TxState.ENQ_SENT, _TxState.FRAME_SENT)
+
+    @property
+    def busy(self) -> bool:
+        """True from ``send_message`` until ``MessageSent`` or ``SendFailed``."""
+        return self._state is not _TxState.IDLE
+
+    def send_message(self, text: bytes, now: float) -> None:
+        """Start sending ``text`` (records each ending with CR); see ``split_message``."""
+        if self.busy:
+            raise LinkUsageError("a message is already being sent")
+        self._frames = [
+            build_frame(n + 1, piece, final=final)
+            for n, (piece, final) in enumerate(split_message(text))
+        ]
+        self._state = _TxState.WAITING
+        self._deadline = now
+        self.check_timeouts(now)
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Take bytes read from the line. Bytes not awaited go to ``take_unconsumed``."""
+        for pos, byte in enumerate(data):
+            if not self.awaiting_reply:
+                self._unconsumed += data[pos:]
+                return
+            if self._state is _TxState.ENQ_SENT:
+                self._on_enq_reply(byte, now)
+            else:
+                self._on_frame_reply(byte, now)
+
+    def take_unconsumed(self) -> bytes:
+        """Bytes that arrived while no reply was awaited: the driver hands them to its
+        ``Receiver`` (the peer may have started sending). Cleared as they are returned."""
+        data = bytes(self._unconsumed)
+        self._unconsumed.clear()
+        return data
+
+    def next_event(self) -> SenderEvent | NeedData:
+        """Return the next event, or ``NEED_DATA``. Never raises."""
+        return self._events.popleft() if self._events else NEED_DATA
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the line (ENQ, frames, EOT), cleared as they are returned."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def check_timeouts(self, now: float) -> None:
+        """Send a due ENQ, or give up on a reply that did not come in 15 s (LIS1-A §6.5.2)."""
+        if now < self._deadline:
+            return
+        if self._state is _TxState.WAITING:
+            self._out += _ENQ
+            self._state = _TxState.ENQ_SENT
+            self._deadline = now + REPLY_TIMEOUT
+        elif self.awaiting_reply:
+            self._finish(SendFailed("timeout"))
+
+    def _on_enq_reply(self, byte: int, now: float) -> None:
+        if byte == ACK:
+            self._events.append(LinkEstablished())
+            self._index = 0
+            self._failures = 0
+            self._send_frame(now)
+        elif byte == NAK:
+            self._wait(now + ENQ_NAK_RETRY, EstablishmentRefused(now + ENQ_NAK_RETRY))
+        elif byte == ENQ:
+            won = self._role is Role.INSTRUMENT
+            delay = CONTENTION_BACKOFF_INSTRUMENT if won else CONTENTION_BACKOFF_COMPUTER
+            self._wait(now + delay, Contention(won, now + delay))
+        # Anything else is line noise while awaiting the reply: ignored.
+
+    def _on_frame_reply(self, byte: int, now: float) -> None:
+        if byte == ACK or (byte == EOT and self._index == len(self._frames) - 1):
+            self._index += 1
+            self._failures = 0
+            if self._index == len(self._frames):
+                self._finish(MessageSent())
+            else:
+                self._send_frame(now)
+        elif byte == EOT:  # receiver interrupt with frames left: honour it
+            self._out += _EOT
+            self._wait(now + INTERRUPT_BACKOFF, SendInterrupted(now + INTERRUPT_BACKOFF))
+        elif byte == NAK:
+            self._failures += 1
+            if self._failures >= self._max_failures:
+                self._finish(SendFailed("too_many_naks"))
+            else:
+                number = (self._index + 1) % 8
+                self._events.append(FrameRetransmitted(number, self._failures))
+                self._send_frame(now)
+
+    def _send_frame(self, now: float) -> None:
+        self._out += self._frames[self._index]
+        self._state = _TxState.FRAME_SENT
+        self._deadline = now + REPLY_TIMEOUT
+
+    def _wait(self, until: float, event: SenderEvent) -> None:
+        self._state = _TxState.WAITING
+        self._deadline = until
+        self._events.append(event)
+
+    def _finish(self, event: SenderEvent) -> None:
+        self._out += _EOT  # LIS1-A §6.4: termination returns the line to neutral
+        self._state = _TxState.IDLE
+        self._frames = []
+        self._deadline = 0.0
+        self._events.append(event)
