@@ -12,4 +12,6 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout} s: {what or condition}")
+        # The poll interval, not a guess at how long the other side needs: the condition,
+        # checked again at once, decides; the deadline only bounds a failing wait.
         time.sleep(0.002)
