@@ -130,11 +130,6 @@ class LinkMaker:
         self._ttl = ttl
         self._clock = clock
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> LinkMaker:
-        base = settings.public_url or f"http://{settings.bind}:{settings.http_port}"
-        return cls(signing_key(settings), base, ttl=timedelta(hours=settings.ack_link_ttl_hours))
-
     def __call__(self, alert_id: uuid.UUID, page_id: int) -> str:
         token = make_token(self._key, alert_id, page_id, self._clock() + self._ttl)
         return f"{self._base}/api/v1/alerts/ack/{token}"

@@ -8,10 +8,9 @@ half-configured installation still pages whoever it can reach.
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
-from vetgateway.ack_links import make_token, signing_key
+from vetgateway.ack_links import LinkMaker, signing_key
 from vetgateway.adapters.notify import Channel
 from vetgateway.adapters.notify.email import EmailChannel
 from vetgateway.adapters.notify.sms import SmsChannel
@@ -21,7 +20,6 @@ from vetgateway.paging_metrics import PagingMetrics
 from vetgateway.pipeline.pager import Pager
 from vetgateway.store.db import Database
 from vetgateway.store.models import PageChannel
-from vetgateway.store.models.base import utcnow
 
 __all__ = ["build_pager", "public_base_url"]
 
@@ -44,12 +42,7 @@ def build_pager(
         channels[PageChannel.EMAIL] = EmailChannel.from_settings(settings)
     if settings.sms_url:
         channels[PageChannel.SMS] = SmsChannel.from_settings(settings)
-    ttl = timedelta(hours=settings.ack_link_ttl_hours)
-
-    def link(alert_id: uuid.UUID, page_id: int) -> str:
-        token = make_token(key, alert_id, page_id, utcnow() + ttl)
-        return f"{base_url}/api/v1/alerts/ack/{token}"
-
+    link = LinkMaker(key, base_url, ttl=timedelta(hours=settings.ack_link_ttl_hours))
     return Pager(
         db,
         channels,
