@@ -21,15 +21,18 @@ from decimal import Decimal
 from typing import Literal, NamedTuple
 
 __all__ = [
+    "AnalyzerMessage",
     "Attachment",
     "Coded",
     "Comparator",
     "CriticalFinding",
+    "HostQuery",
     "Identifier",
     "Observation",
     "OrderRef",
     "ParsedMessage",
     "PatientRef",
+    "QcRun",
     "Report",
     "ReportStatus",
     "ResultStatus",
@@ -229,3 +232,57 @@ class CriticalFinding:
     patient_label: str
     matched: bool
     clinic_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QcRun:
+    """A control run an analyzer sent (recognised by its driver's convention: processing id,
+    action code, specimen type or a QC sample id). Stored as QC results, never as a patient's.
+
+    ``control`` is the control material and level as sent (e.g. ``CTRL MEDIUM``), ``lot`` its
+    lot number when the analyzer sends one; the QC store resolves both to its lots.
+    """
+
+    sample_id: str | None
+    control: str | None
+    lot: str | None
+    run_at: datetime | None
+    observations: tuple[Observation, ...] = ()
+    comments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HostQuery:
+    """An analyzer asking the host for the orders of a specimen (LIS2-A2 Q record).
+
+    ``sample_ids`` are the specimen ids of the starting range (Q-3); ``tests`` the universal test
+    ids asked for (empty: ``ALL``). ``request_info`` is Q-13's status code (``O``: orders).
+    """
+
+    sequence: int
+    sample_ids: tuple[str, ...]
+    tests: tuple[str, ...] = ()
+    request_info: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyzerMessage:
+    """One message from an in-house analyzer (an LIS2-A2 H … L message, or a plain-text print)
+    in canonical form.
+
+    ``sender`` is the H record's sender id (H-5, first component), by which the gateway tells
+    apart analyzers that share a listener; ``instrument`` the rest of H-5 as sent (model,
+    version, serial). Patient results are ``reports`` (one per order record, so a message with
+    several patients and orders gives several), control runs ``qc_runs``, host queries
+    ``queries``.
+    """
+
+    sender: str | None
+    instrument: str | None = None
+    processing_id: str | None = None
+    version: str | None = None
+    sent_at: datetime | None = None
+    reports: tuple[Report, ...] = ()
+    qc_runs: tuple[QcRun, ...] = ()
+    queries: tuple[HostQuery, ...] = ()
+    comments: tuple[str, ...] = ()
