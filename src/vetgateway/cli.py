@@ -8,13 +8,15 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-from vetgateway.config import Settings, load_settings
+from vetgateway.cli_simulate import simulate_app
+from vetgateway.cli_support import fail as _fail
+from vetgateway.cli_support import load_settings_or_fail as _settings
+from vetgateway.config import Settings
 from vetgateway.errors import ConfigError, StorageError
-from vetgateway.logs import configure_logging
 from vetgateway.store import migrate
 from vetgateway.store.db import Database
 from vetgateway.store.messages import find_messages, replay_message, replay_refusal
@@ -28,20 +30,7 @@ tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
 catalogue_app = typer.Typer(help="The test catalogue and code maps.", no_args_is_help=True)
 app.add_typer(catalogue_app, name="catalogue")
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"vetgateway: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _settings() -> Settings:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        _fail(str(exc))
-    configure_logging(settings.log_level)
-    return settings
+app.add_typer(simulate_app, name="simulate")
 
 
 def _database(settings: Settings) -> Database:

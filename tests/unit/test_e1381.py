@@ -11,11 +11,9 @@ from hypothesis import strategies as st
 from vetgateway.adapters.astm.e1381 import (
     HELD_BUFFER_LIMIT,
     NEED_DATA,
-    Contention,
     DuplicateFrame,
-    EstablishmentRefused,
+    FrameAccepted,
     FrameRejected,
-    FrameRetransmitted,
     LinkEstablished,
     LinkRefused,
     LinkReleased,
@@ -23,14 +21,9 @@ from vetgateway.adapters.astm.e1381 import (
     MessageAborted,
     MessageEnd,
     MessageReceived,
-    MessageSent,
     Receiver,
     ReceiverEvent,
     Role,
-    Sender,
-    SenderEvent,
-    SendFailed,
-    SendInterrupted,
 )
 from vetgateway.adapters.astm.e1381_frames import (
     FrameBad,
@@ -40,6 +33,16 @@ from vetgateway.adapters.astm.e1381_frames import (
     checksum,
     parse_frame,
     split_message,
+)
+from vetgateway.adapters.astm.e1381_sender import (
+    Contention,
+    EstablishmentRefused,
+    FrameRetransmitted,
+    MessageSent,
+    Sender,
+    SenderEvent,
+    SendFailed,
+    SendInterrupted,
 )
 
 ENQ, ACK, NAK, EOT = b"\x05", b"\x06", b"\x15", b"\x04"
@@ -381,6 +384,36 @@ def test_held_buffer_is_bounded() -> None:
     rx.receive_data(ref_frame(1, L + b"\r", final=True), 1.0)
     rx.receive_data(b"\x00" * (HELD_BUFFER_LIMIT * 4), 1.0)
     assert len(rx._buf) <= HELD_BUFFER_LIMIT
+
+
+def test_report_frames_adds_frame_accepted_and_nothing_else() -> None:
+    plain, reporting = Receiver(), Receiver(report_frames=True)
+    stream = [
+        ENQ,
+        ref_frame(1, H + b"\r", final=True),
+        ref_frame(1, H + b"\r", final=True),
+        _bad(2, b"x", True),
+        ref_frame(2, L + b"\r", final=True),
+    ]
+    events = feed_and_store(reporting, stream)
+    assert [e for e in events if isinstance(e, FrameAccepted)] == [FrameAccepted(1)]
+    assert [e for e in events if not isinstance(e, FrameAccepted)] == feed_and_store(plain, stream)
+
+
+def test_in_message_while_a_message_is_partly_received_or_awaiting_storage() -> None:
+    rx = Receiver()
+    assert not rx.in_message
+    start(rx)
+    assert not rx.in_message
+    rx.receive_data(ref_frame(1, H + b"\r", final=True), 1.0)
+    assert rx.in_message
+    rx.receive_data(ref_frame(2, L + b"\r", final=True), 2.0)
+    assert rx.awaiting_storage
+    assert rx.in_message
+    rx.message_stored(2.0)
+    assert not rx.in_message
+    rx.receive_data(ref_frame(3, H + b"\r", final=True) + EOT, 3.0)
+    assert not rx.in_message  # discarded by EOT
 
 
 def test_end_frame_mode_delivers_each_end_frame() -> None:

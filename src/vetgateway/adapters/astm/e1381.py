@@ -1,7 +1,8 @@
-"""Sans-I/O CLSI LIS1-A (ASTM E1381) link layer: ``Receiver`` and ``Sender`` (h11's pattern).
+"""Sans-I/O CLSI LIS1-A (ASTM E1381) link layer: the ``Receiver`` and what both sides share.
 
-Neither class touches a socket, a serial port or a clock. The driver feeds bytes with
-``receive_data(data, now)``, drains ``next_event()`` until ``NEED_DATA``, writes
+The ``Sender`` is in ``e1381_sender``; a full station (one of each on one line) in
+``astm.station``. Neither class touches a socket, a serial port or a clock. The driver feeds bytes
+with ``receive_data(data, now)``, drains ``next_event()`` until ``NEED_DATA``, writes
 ``data_to_send()`` to the line, and calls ``check_timeouts(now)`` on its tick. ``now`` is the
 driver's monotonic clock in seconds, passed on every call that may start or check a timer.
 
@@ -21,9 +22,10 @@ Receiver rules (the table in ``Receiver._pump``):
 3. A defective frame (checksum, trailer, restricted character, over 247 characters) → NAK and
    ``FrameRejected`` (LIS1-A §6.5.1, defective frames). A frame cut short by STX or EOT gets no
    reply.
-4. A good frame with the expected number → ACK. With the previous frame's number → ACK and
-   discarded (``DuplicateFrame``): our ACK was lost and the sender retransmitted (LIS1-A §6.3,
-   frame number). Any other number → NAK.
+4. A good frame with the expected number → ACK (and ``FrameAccepted`` when the caller asked for
+   it with ``report_frames``). With the previous frame's number → ACK and discarded
+   (``DuplicateFrame``): our ACK was lost and the sender retransmitted (LIS1-A §6.3, frame
+   number). Any other number → NAK.
 5. **Durability.** A good frame that completes a message is *not* acknowledged at once:
    ``MessageReceived(text)`` is emitted and the receiver pauses (further input
    is buffered, not processed, and its timer stops) until the caller calls ``message_stored(now)``
@@ -39,15 +41,6 @@ Receiver rules (the table in ``Receiver._pump``):
    ``MessageEnd.END_FRAME``, or each of its messages would be discarded here.
 7. 30 s without a frame or EOT in the transfer state → the same as rule 6 with
    ``MessageAborted("timeout")`` and ``LinkReleased(timed_out=True)`` (LIS1-A §6.5.2, timeouts).
-
-Sender rules (``Sender``): ENQ, then wait for the reply (LIS1-A §6.2): ACK → transfer; NAK → ENQ
-again after 10 s; ENQ (contention) → the computer system yields and retries after 20 s, the
-instrument retries after 1 s. Each frame waits for the reply (LIS1-A §6.3): ACK → next frame,
-and after the last one EOT (LIS1-A §6.4); NAK → retransmit the same frame, and the sixth NAK of
-one frame aborts with EOT (LIS1-A §6.5.1); EOT → receiver interrupt (LIS1-A §6.3, receiver
-interrupts): it counts as the ACK of that frame; if frames remain the sender honours it, sends
-EOT and starts the whole message again after 15 s. No reply within 15 s → EOT and
-``SendFailed("timeout")`` (LIS1-A §6.5.2).
 
 Only ``LinkUsageError`` is ever raised, and only for the caller's misuse; bytes from the peer
 are handled by the state machine (ignored or NAKed), never by an exception.
@@ -70,26 +63,16 @@ from vetgateway.adapters.astm.e1381_frames import (
     FrameBad,
     FrameOk,
     LinkUsageError,
-    build_frame,
     parse_frame,
-    split_message,
 )
 
 __all__ = [
-    "CONTENTION_BACKOFF_COMPUTER",
-    "CONTENTION_BACKOFF_INSTRUMENT",
-    "ENQ_NAK_RETRY",
     "HELD_BUFFER_LIMIT",
-    "INTERRUPT_BACKOFF",
-    "MAX_FAILURES",
     "NEED_DATA",
     "RECEIVER_TIMEOUT",
-    "REPLY_TIMEOUT",
-    "Contention",
     "DuplicateFrame",
-    "EstablishmentRefused",
+    "FrameAccepted",
     "FrameRejected",
-    "FrameRetransmitted",
     "LinkEstablished",
     "LinkRefused",
     "LinkReleased",
@@ -97,30 +80,18 @@ __all__ = [
     "MessageAborted",
     "MessageEnd",
     "MessageReceived",
-    "MessageSent",
     "NeedData",
     "Receiver",
     "ReceiverEvent",
     "Role",
-    "SendFailed",
-    "SendInterrupted",
-    "Sender",
-    "SenderEvent",
 ]
 
 RECEIVER_TIMEOUT: Final = 30.0  # LIS1-A §6.5.2: receiver waits 30 s for a frame or EOT
-REPLY_TIMEOUT: Final = 15.0  # LIS1-A §6.5.2: sender waits 15 s for a reply to ENQ or a frame
-ENQ_NAK_RETRY: Final = 10.0  # LIS1-A §6.2: after NAK to ENQ, wait at least 10 s
-CONTENTION_BACKOFF_COMPUTER: Final = 20.0  # LIS1-A §6.2 (contention): the computer yields
-CONTENTION_BACKOFF_INSTRUMENT: Final = 1.0  # LIS1-A §6.2 (contention): the instrument re-sends
-INTERRUPT_BACKOFF: Final = 15.0  # LIS1-A §6.3 (receiver interrupts): wait before re-establishing
-MAX_FAILURES: Final = 6  # LIS1-A §6.5.1: a frame not accepted six times aborts the message
 HELD_BUFFER_LIMIT: Final = 1024
 
 _ACK: Final = bytes((ACK,))
 _NAK: Final = bytes((NAK,))
 _ENQ: Final = bytes((ENQ,))
-_EOT: Final = bytes((EOT,))
 
 
 class NeedData(enum.Enum):
@@ -154,6 +125,14 @@ class LinkEstablished:
 @dataclass(frozen=True, slots=True)
 class LinkRefused:
     """Receiver: ``accept_link`` said busy, so ENQ was answered with NAK (LIS1-A §6.2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameAccepted:
+    """Receiver, only with ``report_frames``: a good frame in sequence was ACKed and its text
+    kept (rule 4). The frame completing a message is reported as ``MessageReceived`` instead."""
+
+    number: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +184,7 @@ class LinkReleased:
 ReceiverEvent = (
     LinkEstablished
     | LinkRefused
+    | FrameAccepted
     | FrameRejected
     | DuplicateFrame
     | MessageReceived
@@ -229,7 +209,8 @@ class Receiver:
 
     ``accept_link`` is asked on every ENQ in the neutral state; returning False answers NAK
     (the station is busy). Events come out of ``next_event`` in order; replies out of
-    ``data_to_send``.
+    ``data_to_send``. ``report_frames`` adds a ``FrameAccepted`` event per accepted frame, for a
+    caller that counts consecutive line errors (``astm.station``); it changes nothing else.
     """
 
     def __init__(
@@ -238,8 +219,10 @@ class Receiver:
         accept_link: Callable[[], bool] | None = None,
         message_end: MessageEnd = MessageEnd.TERMINATOR_RECORD,
         timeout: float = RECEIVER_TIMEOUT,
+        report_frames: bool = False,
     ) -> None:
         self._accept_link = accept_link
+        self._report_frames = report_frames
         self._message_end = message_end
         self._timeout = timeout
         self._state = _RxState.NEUTRAL
@@ -260,6 +243,12 @@ class Receiver:
     def awaiting_storage(self) -> bool:
         """True between ``MessageReceived`` and ``message_stored``/``message_refused``."""
         return self._held is not None
+
+    @property
+    def in_message(self) -> bool:
+        """True while part of a message is in hand: text received but neither delivered nor
+        discarded yet, or a message awaiting its storage decision. A line lost now loses it."""
+        return bool(self._text) or self._held is not None
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Add bytes read from the line at monotonic time ``now``.
@@ -381,6 +370,8 @@ class Receiver:
         self._text = text
         self._last_number = frame.number
         self._out += _ACK
+        if self._report_frames:
+            self._events.append(FrameAccepted(frame.number))
 
     def _close_transfer(self, *, timed_out: bool) -> None:
         if self._text:
@@ -390,210 +381,3 @@ class Receiver:
         self._text = b""
         self._last_number = None
         self._events.append(LinkReleased(timed_out=timed_out))
-
-
-@dataclass(frozen=True, slots=True)
-class EstablishmentRefused:
-    """Sender: ENQ was answered with NAK; ENQ goes again at ``retry_at`` (LIS1-A §6.2)."""
-
-    retry_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Contention:
-    """Sender: the peer sent ENQ while we waited for a reply to ours (LIS1-A §6.2, contention).
-
-    ``won`` is True for the instrument, which ignores the peer's ENQ and re-sends its own at
-    ``retry_at`` (1 s later). The computer system yields (``won`` False): it stops awaiting a
-    reply, its ``Receiver`` answers the peer's next ENQ, and its own ENQ goes again at
-    ``retry_at`` (20 s later).
-    """
-
-    won: bool
-    retry_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class FrameRetransmitted:
-    """Sender: frame ``number`` was NAKed and sent again; ``failures`` NAKs so far for it."""
-
-    number: int
-    failures: int
-
-
-@dataclass(frozen=True, slots=True)
-class MessageSent:
-    """Sender: every frame was acknowledged and EOT sent; the message is delivered."""
-
-
-@dataclass(frozen=True, slots=True)
-class SendInterrupted:
-    """Sender: the receiver asked to stop mid-message (EOT as a reply, LIS1-A §6.3, receiver
-    interrupts). We sent EOT; the whole message goes again from the first frame at ``retry_at``,
-    since the receiver discards the partial message."""
-
-    retry_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class SendFailed:
-    """Sender: the message was given up and EOT sent; the caller decides whether to retry.
-
-    ``reason`` is ``too_many_naks`` (one frame NAKed ``MAX_FAILURES`` times, LIS1-A §6.5.1) or
-    ``timeout`` (no reply within 15 s to ENQ or a frame, LIS1-A §6.5.2).
-    """
-
-    reason: Literal["too_many_naks", "timeout"]
-
-
-SenderEvent = (
-    LinkEstablished
-    | EstablishmentRefused
-    | Contention
-    | FrameRetransmitted
-    | MessageSent
-    | SendInterrupted
-    | SendFailed
-)
-
-
-class _TxState(enum.Enum):
-    IDLE = "idle"  # no message
-    WAITING = "waiting"  # a message, ENQ not before ``_deadline``
-    ENQ_SENT = "enq_sent"  # awaiting the reply to ENQ until ``_deadline``
-    FRAME_SENT = "frame_sent"  # awaiting the reply to frame ``_index`` until ``_deadline``
-
-
-class Sender:
-    """The sending station of one LIS1-A link; the rules are in the module docstring.
-
-    One message at a time: ``send_message`` while another is in flight raises
-    ``LinkUsageError``. Wait for ``MessageSent`` or ``SendFailed``. ENQ goes out from
-    ``send_message`` or, after a back-off, from ``check_timeouts``.
-    """
-
-    def __init__(self, role: Role = Role.COMPUTER, *, max_failures: int = MAX_FAILURES) -> None:
-        if max_failures < 1:
-            raise LinkUsageError("max_failures must be at least 1")
-        self._role = role
-        self._max_failures = max_failures
-        self._state = _TxState.IDLE
-        self._frames: list[bytes] = []
-        self._index = 0
-        self._failures = 0
-        self._deadline = 0.0
-        self._out = bytearray()
-        self._unconsumed = bytearray()
-        self._events: deque[SenderEvent] = deque()
-
-    @property
-    def awaiting_reply(self) -> bool:
-        """True while ENQ or a frame awaits its reply: incoming bytes are the Sender's then."""
-        return self._state in (_TxState.ENQ_SENT, _TxState.FRAME_SENT)
-
-    @property
-    def busy(self) -> bool:
-        """True from ``send_message`` until ``MessageSent`` or ``SendFailed``."""
-        return self._state is not _TxState.IDLE
-
-    def send_message(self, text: bytes, now: float) -> None:
-        """Start sending ``text`` (records each ending with CR); see ``split_message``."""
-        if self.busy:
-            raise LinkUsageError("a message is already being sent")
-        self._frames = [
-            build_frame(n + 1, piece, final=final)
-            for n, (piece, final) in enumerate(split_message(text))
-        ]
-        self._state = _TxState.WAITING
-        self._deadline = now
-        self.check_timeouts(now)
-
-    def receive_data(self, data: bytes, now: float) -> None:
-        """Take bytes read from the line. Bytes not awaited go to ``take_unconsumed``."""
-        for pos, byte in enumerate(data):
-            if not self.awaiting_reply:
-                self._unconsumed += data[pos:]
-                return
-            if self._state is _TxState.ENQ_SENT:
-                self._on_enq_reply(byte, now)
-            else:
-                self._on_frame_reply(byte, now)
-
-    def take_unconsumed(self) -> bytes:
-        """Bytes that arrived while no reply was awaited: the driver hands them to its
-        ``Receiver`` (the peer may have started sending). Cleared as they are returned."""
-        data = bytes(self._unconsumed)
-        self._unconsumed.clear()
-        return data
-
-    def next_event(self) -> SenderEvent | NeedData:
-        """Return the next event, or ``NEED_DATA``. Never raises."""
-        return self._events.popleft() if self._events else NEED_DATA
-
-    def data_to_send(self) -> bytes:
-        """Bytes to write to the line (ENQ, frames, EOT), cleared as they are returned."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def check_timeouts(self, now: float) -> None:
-        """Send a due ENQ, or give up on a reply that did not come in 15 s (LIS1-A §6.5.2)."""
-        if now < self._deadline:
-            return
-        if self._state is _TxState.WAITING:
-            self._out += _ENQ
-            self._state = _TxState.ENQ_SENT
-            self._deadline = now + REPLY_TIMEOUT
-        elif self.awaiting_reply:
-            self._finish(SendFailed("timeout"))
-
-    def _on_enq_reply(self, byte: int, now: float) -> None:
-        if byte == ACK:
-            self._events.append(LinkEstablished())
-            self._index = 0
-            self._failures = 0
-            self._send_frame(now)
-        elif byte == NAK:
-            self._wait(now + ENQ_NAK_RETRY, EstablishmentRefused(now + ENQ_NAK_RETRY))
-        elif byte == ENQ:
-            won = self._role is Role.INSTRUMENT
-            delay = CONTENTION_BACKOFF_INSTRUMENT if won else CONTENTION_BACKOFF_COMPUTER
-            self._wait(now + delay, Contention(won, now + delay))
-        # Anything else is line noise while awaiting the reply: ignored.
-
-    def _on_frame_reply(self, byte: int, now: float) -> None:
-        if byte == ACK or (byte == EOT and self._index == len(self._frames) - 1):
-            self._index += 1
-            self._failures = 0
-            if self._index == len(self._frames):
-                self._finish(MessageSent())
-            else:
-                self._send_frame(now)
-        elif byte == EOT:  # receiver interrupt with frames left: honour it
-            self._out += _EOT
-            self._wait(now + INTERRUPT_BACKOFF, SendInterrupted(now + INTERRUPT_BACKOFF))
-        elif byte == NAK:
-            self._failures += 1
-            if self._failures >= self._max_failures:
-                self._finish(SendFailed("too_many_naks"))
-            else:
-                number = (self._index + 1) % 8
-                self._events.append(FrameRetransmitted(number, self._failures))
-                self._send_frame(now)
-
-    def _send_frame(self, now: float) -> None:
-        self._out += self._frames[self._index]
-        self._state = _TxState.FRAME_SENT
-        self._deadline = now + REPLY_TIMEOUT
-
-    def _wait(self, until: float, event: SenderEvent) -> None:
-        self._state = _TxState.WAITING
-        self._deadline = until
-        self._events.append(event)
-
-    def _finish(self, event: SenderEvent) -> None:
-        self._out += _EOT  # LIS1-A §6.4: termination returns the line to neutral
-        self._state = _TxState.IDLE
-        self._frames = []
-        self._deadline = 0.0
-        self._events.append(event)

@@ -1,0 +1,352 @@
+"""The asyncio driver of one analyzer line: any ``LineStation`` over any ``LineStream``.
+
+The station is sans-I/O; this loop is all the I/O it gets, and it is the same for a TCP
+connection (``analyzer.tcp``) and a serial port (``analyzer.serial_line``):
+
+- every read goes to ``station.receive_data``; ``station.check_timeouts`` runs after every read
+  and on every ``tick`` (the station never sleeps: its timers are checked with ``clock()``);
+- every ``MessageReceived`` is awaited through ``handler(text, peer)``, which returns only once
+  the message is durably stored. Only then ``message_stored`` releases the ACK of the completing
+  frame (RELIABILITY R02); the ``Delivery.replies`` (host-query answers) are then queued with
+  ``send_message``. A ``StorageError`` refuses the message (NAK): the analyzer sends it again.
+  Any other exception is our bug: it is logged with its traceback and the message refused too,
+  never acknowledged, and the line stays up;
+- bytes the station wants written are written and drained after each step, in its order;
+- incidents (``on_incident(kind, peer, detail)``, the MLLP server's callback) report what an
+  operator must see: ``link_alarm`` (R32), ``message_aborted`` (R25/R30),
+  ``message_undeliverable``, ``connection_lost_mid_message`` and ``replies_not_sent``. Details
+  carry sizes and reasons, never message text (it names patients).
+
+One read is outstanding at a time, as a task the tick waits on without cancelling it (only the
+end of the line does), so a stream's ``read`` needs no cancellation safety of its own.
+``run_line`` returns at end of stream and lets the stream's errors (``ConnectionError``,
+``OSError``) propagate to the transport, which knows whether to reconnect; it never closes the
+stream. ``Redialler`` is that reconnecting loop for the lines the gateway opens itself (a
+converter it dials, a serial port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from vetgateway.adapters.analyzer.station import LineStation
+from vetgateway.adapters.astm.e1381 import (
+    NEED_DATA,
+    FrameRejected,
+    LinkUsageError,
+    MessageAborted,
+    MessageReceived,
+)
+from vetgateway.adapters.astm.e1381_sender import SendFailed
+from vetgateway.adapters.astm.station import LinkAlarm, MessageUndeliverable
+from vetgateway.errors import StorageError
+
+__all__ = [
+    "Backoff",
+    "Delivery",
+    "IncidentHandler",
+    "LineProgress",
+    "LineStream",
+    "MessageHandler",
+    "Redialler",
+    "ignore_incident",
+    "run_line",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the handler returns once a message is durable: messages to send back (host-query
+    answers, each records ending with CR), in order."""
+
+    replies: tuple[bytes, ...] = ()
+
+
+# text, peer -> Delivery, returned only after the message is durably stored
+MessageHandler = Callable[[bytes, str], Awaitable[Delivery]]
+# what happened, peer, detail (for audit and alerts; never message text)
+IncidentHandler = Callable[[str, str, str], None]
+
+
+def ignore_incident(kind: str, peer: str, detail: str) -> None:
+    """The default ``IncidentHandler``: the log line is all."""
+
+
+class LineStream(Protocol):
+    """A byte stream to an analyzer. ``read`` returns at least one byte, or ``b""`` at the end
+    of the stream; errors are ``ConnectionError`` or ``OSError``."""
+
+    async def read(self) -> bytes: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class LineProgress(Protocol):
+    """What a station may tell about the work a lost line takes with it. Optional: a station
+    that has both properties (``AstmStation``) gets ``connection_lost_mid_message`` and
+    ``replies_not_sent`` reported when its line ends."""
+
+    @property
+    def mid_message(self) -> bool: ...
+
+    @property
+    def unsent_messages(self) -> int: ...
+
+
+async def run_line(
+    stream: LineStream,
+    station: LineStation,
+    handler: MessageHandler,
+    *,
+    peer: str,
+    on_incident: IncidentHandler | None,
+    clock: Callable[[], float] = time.monotonic,
+    tick: float = 0.25,
+) -> None:
+    """Drive ``station`` over ``stream`` until the end of the stream (see the module docstring)."""
+    line = _Line(stream, station, handler, peer, on_incident, clock)
+    read: asyncio.Task[bytes] = asyncio.ensure_future(stream.read())
+    try:
+        while True:
+            done, _ = await asyncio.wait({read}, timeout=tick)
+            if done:
+                data = read.result()
+                if not data:
+                    log.info("analyzer line closed by the peer", extra={"peer": peer})
+                    return
+                read = asyncio.ensure_future(stream.read())
+                station.receive_data(data, clock())
+            station.check_timeouts(clock())
+            await line.step()
+    finally:
+        if not read.done():
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
+                await read
+        line.report_loss()
+
+
+class _Line:
+    def __init__(
+        self,
+        stream: LineStream,
+        station: LineStation,
+        handler: MessageHandler,
+        peer: str,
+        on_incident: IncidentHandler | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.stream = stream
+        self.station = station
+        self.handler = handler
+        self.peer = peer
+        self.on_incident = on_incident if on_incident is not None else ignore_incident
+        self.clock = clock
+
+    async def step(self) -> None:
+        """Handle every pending event, writing what the station wants sent after each."""
+        while True:
+            await self.flush()
+            event = self.station.next_event()
+            if event is NEED_DATA:
+                return
+            if isinstance(event, MessageReceived):
+                await self.deliver(event.text)
+            else:
+                self.note(event)
+
+    async def flush(self) -> None:
+        out = self.station.data_to_send()
+        if out:
+            self.stream.write(out)
+            await self.stream.drain()
+
+    async def deliver(self, text: bytes) -> None:
+        try:
+            delivery = await self.handler(text, self.peer)
+        except StorageError as exc:
+            log.warning(
+                "analyzer message not stored; refused (NAK), the analyzer will resend",
+                extra={"peer": self.peer, "size": len(text), "reason": str(exc)},
+            )
+            self.station.message_refused(self.clock())
+            return
+        except Exception:  # our bug, not the analyzer's: never ACK it, keep the line up
+            log.exception(
+                "analyzer message handler failed; refused (NAK)",
+                extra={"peer": self.peer, "size": len(text)},
+            )
+            self.station.message_refused(self.clock())
+            return
+        now = self.clock()
+        self.station.message_stored(now)
+        await self.flush()  # the ACK goes before anything the replies may start
+        for reply in delivery.replies:
+            try:
+                self.station.send_message(reply, now)
+            except LinkUsageError:  # a reply we cannot frame is our bug; the rest still go
+                log.exception("analyzer reply not sendable; dropped", extra={"peer": self.peer})
+
+    def note(self, event: object) -> None:
+        peer = self.peer
+        if isinstance(event, LinkAlarm):
+            detail = f"{event.count} frames in a row rejected, last: {event.reason}"
+            log.error("analyzer line errors", extra={"peer": peer, "reason": detail})
+            self.on_incident("link_alarm", peer, detail)
+        elif isinstance(event, MessageAborted):
+            detail = f"partial message discarded ({event.reason}, {event.discarded} bytes)"
+            log.warning("analyzer message aborted", extra={"peer": peer, "reason": detail})
+            self.on_incident("message_aborted", peer, detail)
+        elif isinstance(event, MessageUndeliverable):
+            detail = f"{event.size}-byte message given up after {event.attempts} attempts"
+            detail += f": {event.reason}"
+            log.error("analyzer reply undeliverable", extra={"peer": peer, "reason": detail})
+            self.on_incident("message_undeliverable", peer, detail)
+        elif isinstance(event, FrameRejected | SendFailed):
+            log.info(
+                "analyzer link: %s",
+                type(event).__name__,
+                extra={"peer": peer, "reason": event.reason},
+            )
+        else:
+            log.debug("analyzer link: %s", type(event).__name__, extra={"peer": peer})
+
+    def report_loss(self) -> None:
+        """The line is gone: say what it took with it."""
+        if not isinstance(self.station, LineProgress):
+            return
+        if self.station.mid_message:
+            detail = "line lost mid-message: the partial message is discarded unacknowledged"
+            log.warning("analyzer line lost mid-message", extra={"peer": self.peer})
+            self.on_incident("connection_lost_mid_message", self.peer, detail)
+        if self.station.unsent_messages:
+            detail = f"{self.station.unsent_messages} replies not sent"
+            log.warning("analyzer line lost with replies unsent", extra={"peer": self.peer})
+            self.on_incident("replies_not_sent", self.peer, detail)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between attempts to (re)open a line: ``initial``, times ``factor`` after each
+    failure, at most ``maximum``; back to ``initial`` after a line stayed up ``healthy_after``
+    seconds (a converter that accepts and drops at once must not be dialled in a tight loop)."""
+
+    initial: float = 1.0
+    maximum: float = 60.0
+    factor: float = 2.0
+    healthy_after: float = 30.0
+
+
+class Redialler:
+    """Keeps one line open: ``open_stream``, run a fresh station over it, and after the end of
+    the stream, a line error or a failed open, wait per ``backoff`` and open it again.
+
+    ``open_stream`` raises ``OSError`` (``ConnectionError``, ``TimeoutError``) when the line
+    cannot be opened. A failed open is reported once per run of failures (``line_down``), a
+    lost line as ``connection_lost``. Any other exception is our bug: logged with its traceback,
+    then the line is reopened like after an error, so one bad message cannot silence a line.
+    """
+
+    def __init__(
+        self,
+        open_stream: Callable[[], Awaitable[LineStream]],
+        station_factory: Callable[[], LineStation],
+        handler: MessageHandler,
+        *,
+        peer: str,
+        backoff: Backoff,
+        on_incident: IncidentHandler | None,
+        clock: Callable[[], float] = time.monotonic,
+        tick: float = 0.25,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._open_stream = open_stream
+        self._station_factory = station_factory
+        self._handler = handler
+        self.peer = peer
+        self._backoff = backoff
+        self._on_incident = on_incident if on_incident is not None else ignore_incident
+        self._clock = clock
+        self._tick = tick
+        self._sleep = sleep
+        self._task: asyncio.Task[None] | None = None
+        self.connected = False
+        self.connections = 0  # lines opened so far, for health and tests
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._keep_open())
+
+    async def close(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _keep_open(self) -> None:
+        delay = self._backoff.initial
+        failing = False
+        while True:
+            try:
+                stream = await self._open_stream()
+            except Exception as exc:
+                if not isinstance(exc, OSError):  # our bug: say so, and keep trying
+                    log.exception("analyzer line open failed", extra={"peer": self.peer})
+                if not failing:
+                    self._on_incident("line_down", self.peer, f"cannot open: {exc}")
+                failing = True
+                log.warning(
+                    "analyzer line not opened", extra={"peer": self.peer, "reason": str(exc)}
+                )
+                await self._sleep(delay)
+                delay = min(delay * self._backoff.factor, self._backoff.maximum)
+                continue
+            failing = False
+            if await self._run(stream) >= self._backoff.healthy_after:
+                delay = self._backoff.initial
+            await self._sleep(delay)
+            delay = min(delay * self._backoff.factor, self._backoff.maximum)
+
+    async def _run(self, stream: LineStream) -> float:
+        """Run the line until it ends; return how long it was up."""
+        self.connected = True
+        self.connections += 1
+        started = self._clock()
+        log.info("analyzer line open", extra={"peer": self.peer})
+        try:
+            await run_line(
+                stream,
+                self._station_factory(),
+                self._handler,
+                peer=self.peer,
+                on_incident=self._on_incident,
+                clock=self._clock,
+                tick=self._tick,
+            )
+            reason = "closed by the peer"
+        except OSError as exc:
+            reason = str(exc) or type(exc).__name__
+        except Exception:  # our bug: log it, then reopen like after a line error
+            log.exception("analyzer line failed", extra={"peer": self.peer})
+            reason = "internal error"
+        finally:
+            self.connected = False
+            stream.close()
+        log.warning("analyzer line lost", extra={"peer": self.peer, "reason": reason})
+        self._on_incident("connection_lost", self.peer, reason)
+        return self._clock() - started
