@@ -97,6 +97,13 @@ class GatewayProcess(_ChildProcess):
         assert address.port is not None
         return address.hostname, address.port
 
+    @property
+    def astm(self) -> tuple[str, int]:
+        address = urlsplit(self.listening["astm"])
+        assert address.hostname is not None
+        assert address.port is not None
+        return address.hostname, address.port
+
 
 class WorkerProcess(_ChildProcess):
     """One ``vetgateway worker``; ``start()`` returns once it has declared itself ready."""

@@ -19,6 +19,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from vetgateway.analyzers.config import AnalyzerConfig, ContactConfig
 from vetgateway.errors import ConfigError
 
 ENV_PREFIX = "VETGATEWAY_"
@@ -128,6 +129,14 @@ class Settings(BaseSettings):
     sms_url: str = ""
     sms_body_template: str = '{{"to": "{to}", "text": "{text}"}}'
     sms_authorization: str = Field(default="", repr=False)
+    # In-house analyzers (analyzers/config.py): their lines, drivers and quiet limits; where an
+    # analyzer gone silent is reported; and when the silence watch counts (analyzers/hours.py:
+    # "mon-fri 08:00-18:00, sat 09:00-12:00" in the clinic's time zone; empty = always).
+    analyzers: tuple[AnalyzerConfig, ...] = ()
+    it_contacts: tuple[ContactConfig, ...] = ()
+    opening_hours: str = ""
+    opening_hours_timezone: str = "UTC"
+    silence_check_seconds: float = Field(default=30.0, gt=0)
     # Matching by patient identifiers only considers orders placed this many days before a report.
     match_window_days: int = Field(default=30, ge=1, le=3650)
 
@@ -152,6 +161,16 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return level
+
+    @model_validator(mode="after")
+    def _analyzers_distinct(self) -> Settings:
+        names = [a.name for a in self.analyzers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{ENV_PREFIX}ANALYZERS: two analyzers share a name")
+        senders = [a.sender_id for a in self.analyzers if a.connection == "listener"]
+        if len(set(senders)) != len(senders):
+            raise ValueError(f"{ENV_PREFIX}ANALYZERS: two listener analyzers share a sender_id")
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

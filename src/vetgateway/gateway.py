@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
@@ -25,6 +25,7 @@ from vetgateway.adapters.hl7.intake import Hl7Intake, Hl7Policy
 from vetgateway.adapters.mllp.listener import hl7_mllp_server
 from vetgateway.adapters.mllp.server import MllpLimits, MllpServer
 from vetgateway.adapters.mllp.tls import server_context
+from vetgateway.analyzers.lines import AnalyzerLines
 from vetgateway.api.app import create_app
 from vetgateway.config import Settings
 from vetgateway.errors import StorageError
@@ -69,6 +70,14 @@ class Gateway:
             self.inbox, Hl7Policy.from_settings(settings), observer=self.metrics.observe_hl7
         )
         self._intake_pool = ThreadPoolExecutor(settings.intake_threads, thread_name_prefix="intake")
+        self.analyzers = AnalyzerLines(
+            settings,
+            db,
+            self.inbox,
+            self._intake_pool,
+            mapping=lambda: self.pipeline.processor.tables().mapping,
+            on_incident=self._incident_reporter("analyzer"),
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -100,6 +109,8 @@ class Gateway:
             host, port = mllp.address
             scheme = "mllp+tls" if self.settings.mllp_tls_cert else "mllp"
             self._announce("mllp", f"{scheme}://{host}:{port}", "HL7 v2 from reference labs")
+            astm = await self.analyzers.start()
+            self._announce("astm", f"tcp://{astm}", "ASTM analyzers via serial-to-TCP converters")
             files_task = files.start()
             for folder in files.folders:
                 self._announce("files", folder.absolute().as_uri(), "HL7 batch files")
@@ -112,6 +123,8 @@ class Gateway:
                 self.settings, self.db, base_url=base_url, metrics=self.paging_metrics
             )
             self.pipeline.processor.alert_listeners.append(pager.nudge)
+            if self.analyzers.watch is not None:
+                self.analyzers.watch.on_alert = pager.nudge
             pager.start()
             stop_task = asyncio.create_task(self._stop.wait())
             await asyncio.wait(
@@ -125,6 +138,7 @@ class Gateway:
             if pager is not None:
                 pager.stop()
             await mllp.close()
+            await self.analyzers.close()
             await files.close()
             http.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
@@ -155,29 +169,34 @@ class Gateway:
             port=s.mllp_port,
             limits=limits,
             tls=tls,
-            on_incident=self._incident,
+            on_incident=self._incident_reporter("mllp"),
         )
 
-    def _incident(self, kind: str, peer: str, detail: str) -> None:
-        """A transport incident (refused TLS, frame timeout, oversized message): counted, and
-        written to the audit log off the event loop (IHE ATNA: node-authentication failures are
+    def _incident_reporter(self, transport: str) -> Callable[[str, str, str], None]:
+        """The handler for a transport's incidents (refused TLS, frame timeout, oversized
+        message, an analyzer link alarm): counted, and written to the audit log as
+        ``<transport>.<kind>`` off the event loop (IHE ATNA: node-authentication failures are
         audited)."""
-        self.metrics.incidents.labels(kind).inc()
-        self._intake_pool.submit(self._audit_incident, kind, peer, detail)
 
-    def _audit_incident(self, kind: str, peer: str, detail: str) -> None:
+        def report(kind: str, peer: str, detail: str) -> None:
+            self.metrics.incidents.labels(kind).inc()
+            self._intake_pool.submit(self._audit_incident, f"{transport}.{kind}", peer, detail)
+
+        return report
+
+    def _audit_incident(self, action: str, peer: str, detail: str) -> None:
         try:
             with self.db.session() as session:
                 audit(
                     session,
                     actor=f"peer:{peer}"[:200],
-                    action=f"mllp.{kind}",
+                    action=action,
                     entity_type="peer",
                     entity_id=peer[:64],
                     details={"detail": detail},
                 )
         except StorageError:
-            log.exception("could not audit a transport incident", extra={"kind": kind})
+            log.exception("could not audit a transport incident", extra={"action": action})
 
     def _http_server(self) -> _HttpServer:
         app = create_app(

@@ -42,7 +42,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -52,14 +52,10 @@ from vetgateway.model import Report
 from vetgateway.pipeline.alerting import CRITICAL, critical_findings, patient_label
 from vetgateway.pipeline.delta import DeltaRule, delta_check
 from vetgateway.pipeline.interpret import IntervalTable, age_in_days, interpret
-from vetgateway.pipeline.mapping import (
-    MappingTable,
-    map_observations,
-    source_key,
-)
+from vetgateway.pipeline.mapping import MappingTable, map_observations
 from vetgateway.pipeline.matching import MatchDecision, OrderCandidate, decide_match
 from vetgateway.pipeline.parse.orm import OrderIn, parse_order_message
-from vetgateway.pipeline.parse.oru import parse_oru
+from vetgateway.pipeline.parse.results import parse_results
 from vetgateway.pipeline.rematch import rematch_for_order
 from vetgateway.pipeline.species import species_word
 from vetgateway.store import work_queue
@@ -70,6 +66,7 @@ from vetgateway.store.intervals import interval_table
 from vetgateway.store.models import InboundMessage, MessageStatus
 from vetgateway.store.models.base import utcnow
 from vetgateway.store.orders import candidate_orders, orders_by_number, upsert_order
+from vetgateway.store.qc import QcInput, save_qc_runs
 from vetgateway.store.reports import (
     ReportInput,
     SavedReport,
@@ -112,6 +109,8 @@ class _Prepared:
     received_at: datetime
     orders: tuple[OrderIn, ...] = ()
     reports: tuple[ReportInput, ...] = ()
+    qc_runs: tuple[QcInput, ...] = ()
+    device_id: uuid.UUID | None = None
     refused: str | None = None
 
 
@@ -186,11 +185,11 @@ class MessageProcessor:
         outcomes = dict.fromkeys(ids, Outcome.SKIPPED)
         with self._db.session(readonly=True) as session:
             rows = session.execute(
-                sa.select(_M.c.id, _M.c.raw, _M.c.message_type, _M.c.received_at)
+                sa.select(_M.c.id, _M.c.raw, _M.c.message_type, _M.c.received_at, _M.c.meta)
                 .where(_M.c.id.in_(list(ids)), _M.c.status == MessageStatus.RECEIVED)
                 .order_by(_M.c.id)  # arrival order: a preliminary before its final
             ).all()
-        prepared = [self._prepare(r.id, r.raw, r.message_type, r.received_at) for r in rows]
+        prepared = [self._prepare(r.id, r.raw, r.message_type, r.received_at, r.meta) for r in rows]
         if prepared:
             with self._db.session(readonly=True) as session:
                 plan = self._match_new_reports(session, prepared)
@@ -206,23 +205,25 @@ class MessageProcessor:
         return outcomes
 
     def _prepare(
-        self, message_id: int, raw: bytes, message_type: str | None, received_at: datetime
+        self,
+        message_id: int,
+        raw: bytes,
+        message_type: str | None,
+        received_at: datetime,
+        meta: dict[str, Any] | None,
     ) -> _Prepared:
         """The pure stages for one message."""
         try:
             if _message_type(message_type) in _ORDER_TYPES:
                 return _Prepared(message_id, received_at, orders=parse_order_message(raw))
-            parsed = parse_oru(raw)
-            if not parsed.reports:
-                raise ParseError("the message carries no report: no OBR segment", location="OBR")
+            parsed = parse_results(raw, message_type, meta or {})
         except ParseError as exc:
             return _Prepared(message_id, received_at, refused=f"parse error: {exc}")
-        source = source_key(parsed.sending_facility, parsed.sending_application)
         maps, intervals, _deltas = self.tables()
         reports = []
         for report in parsed.reports:
             species = species_word(report.patient.species)
-            mapped = map_observations(report.observations, source, maps)
+            mapped = map_observations(report.observations, parsed.source, maps)
             patient = report.patient
             age = age_in_days(patient.birth_date, report.observed_at or received_at)
             breed = patient.breed.display if patient.breed else None
@@ -233,14 +234,25 @@ class MessageProcessor:
             reports.append(
                 ReportInput(
                     message_id=message_id,
-                    source=source,
+                    source=parsed.source,
                     report=report,
                     mapped=mapped,
                     species=species,
                     readings=readings,
+                    device_id=parsed.device_id,
                 )
             )
-        return _Prepared(message_id, received_at, reports=tuple(reports))
+        qc_runs = tuple(
+            QcInput(run, map_observations(run.observations, parsed.source, maps))
+            for run in parsed.qc_runs
+        )
+        return _Prepared(
+            message_id,
+            received_at,
+            reports=tuple(reports),
+            qc_runs=qc_runs,
+            device_id=parsed.device_id,
+        )
 
     def _match_new_reports(self, session: Session, prepared: list[_Prepared]) -> _Plan:
         """Match the reports seen for the first time, before the write transaction.
@@ -293,7 +305,15 @@ class MessageProcessor:
                         extra={"message_id": p.message_id, "reason": p.refused},
                     )
                     outcomes[p.message_id] = Outcome.QUARANTINED
-                elif not p.reports:
+                    continue
+                save_qc_runs(
+                    session,
+                    message_id=p.message_id,
+                    device_id=p.device_id,
+                    runs=p.qc_runs,
+                    received_at=p.received_at,
+                )
+                if not p.reports:
                     for order in p.orders:
                         row, _created = upsert_order(
                             session, order, actor=f"hl7:message:{p.message_id}"

@@ -87,6 +87,8 @@ class ReportInput:
     species: str | None
     # Our reading of each mapped observation (same order); empty = not interpreted.
     readings: tuple[Reading, ...] = ()
+    # The in-house analyzer that sent it (None: a reference lab).
+    device_id: uuid.UUID | None = None
 
     @property
     def key(self) -> str | None:
@@ -179,6 +181,7 @@ def _report_row(
     return {
         "id": report_id,
         "inbound_message_id": item.message_id,
+        "device_id": item.device_id,
         "source": _clip(item.source, 64),
         "report_key": item.key,
         "accession_number": _clip(report.order.accession, 64),

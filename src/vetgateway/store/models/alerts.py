@@ -78,6 +78,10 @@ class Alert(UuidKey, Timestamps, SoftDelete, Base):
         sa.ForeignKey("catalogue_tests.id", ondelete="SET NULL"), index=True
     )
     patient_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid(), index=True)
+    # Operational alerts about a device (an analyzer gone silent).
+    device_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("devices.id", ondelete="SET NULL"), index=True
+    )
     patient_label: Mapped[str | None] = mapped_column(sa.String(200))
     summary: Mapped[str] = mapped_column(sa.Text())
     # Escalation level reached so far: 0 before the first page.

@@ -99,6 +99,10 @@ class QcRun(UuidKey, Timestamps, SoftDelete, Base):
     )
     run_at: Mapped[datetime]
     status: Mapped[QcStatus] = mapped_column(enum_type(QcStatus), default=QcStatus.PENDING)
+    # As the analyzer sent them, before the run is linked to a configured lot.
+    sample_id: Mapped[str | None] = mapped_column(sa.String(64))
+    control: Mapped[str | None] = mapped_column(sa.String(200))
+    lot_number: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 class QcResult(IdentityKey, Timestamps, SoftDelete, Base):
@@ -114,6 +118,8 @@ class QcResult(IdentityKey, Timestamps, SoftDelete, Base):
     value_numeric: Mapped[Decimal | None]
     value_text: Mapped[str] = mapped_column(sa.Text())
     unit: Mapped[str | None] = mapped_column(sa.String(32))
+    # The analyzer's own flags, e.g. "H" or "A~<".
+    abnormal_flags: Mapped[str | None] = mapped_column(sa.String(64))
     z_score: Mapped[Decimal | None]
     # Rule names violated, e.g. ["1_3s", "R_4s"]; empty when none.
     westgard_violations: Mapped[list[Any]] = mapped_column(default=list)
