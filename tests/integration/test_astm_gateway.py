@@ -25,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.gateway_process import VETGATEWAY, GatewayProcess, gateway_environment
+from tests.smtp_sink import SmtpSink
 from tests.waiting import wait_until
 from vetgateway.pipeline.parse.orm import OrderIn
 from vetgateway.store.db import Database
@@ -359,3 +360,39 @@ def test_serial_analyzer_over_a_real_tty_pair_with_a_bad_checksum(
     finally:
         gateway.stop()
         cable.close()
+
+
+def test_silent_analyzer_pages_the_it_contact_once_and_clears_when_heard(
+    tmp_path: Path, store: Database
+) -> None:
+    with SmtpSink() as smtp:
+        analyzer = HAEMATOLOGY | {"quiet_minutes": 0.05}  # three seconds of opening time
+        env = _environment(
+            tmp_path,
+            [analyzer],
+            it_contacts=json.dumps([{"kind": "email", "address": "it@clinic.example"}]),
+            smtp_host=smtp.host,
+            smtp_port=str(smtp.port),
+            pager_poll_seconds="0.1",
+        )
+        gateway = GatewayProcess(env, tmp_path / "gateway.log").start()
+        try:
+            [mail] = smtp.wait_for(1, timeout=30)
+            assert mail.rcpt_tos == ["it@clinic.example"]
+            assert "Haematology" in mail.message.get_content()
+
+            host, port = gateway.astm
+            run = _simulate("--tcp", f"{host}:{port}", str(HORIBA_CBC))
+            assert run.returncode == 0, run.stdout + run.stderr
+
+            def resolved() -> list[sa.Row[tuple[object, ...]]]:
+                return _rows(store, "SELECT state FROM alerts WHERE kind = 'operational'")
+
+            wait_until(
+                lambda: [r.state for r in resolved()] == ["resolved"],
+                timeout=30,
+                what="the silence alert resolved once the analyzer sent",
+            )
+            assert len(smtp.messages) == 1  # paged once, not every round
+        finally:
+            gateway.stop()

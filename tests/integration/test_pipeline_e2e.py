@@ -1,6 +1,6 @@
 """The whole path with real processes and real services: an order over the API, results over
-MLLP, read back over the API. On the embedded defaults (SQLite, in-process worker) and on
-PostgreSQL + RabbitMQ with ``vetgateway worker`` processes.
+MLLP (and, from an analyzer, ASTM), read back over the API. On the embedded defaults (SQLite,
+in-process worker) and on PostgreSQL + RabbitMQ with ``vetgateway worker`` processes.
 
 Also RELIABILITY R05 (broker down: ACK on the database commit, delivered when the broker is back)
 and R06 (a worker SIGKILLed in the middle of a message: done exactly once by another worker).
@@ -9,6 +9,7 @@ and R06 (a worker SIGKILLed in the middle of a message: done exactly once by ano
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,7 +23,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.gateway_process import GatewayProcess, WorkerProcess, gateway_environment
+from tests.gateway_process import VETGATEWAY, GatewayProcess, WorkerProcess, gateway_environment
 from tests.mllp_peer import MllpPeer, msa
 from tests.oru import PANEL, vet_oru
 from tests.services import RABBITMQ, REDIS, require
@@ -33,6 +34,9 @@ from vetgateway.store.models import Role
 from vetgateway.store.tokens import create_token
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+HORIBA_CBC = (
+    Path(__file__).parent.parent / "fixtures/astm/written/horiba_style_cbc_two_patients.astm"
+)
 
 
 class Site:
@@ -174,6 +178,58 @@ def test_postgresql_and_rabbitmq_with_two_workers_end_to_end(
     site.worker()
     site.worker()
     _round_trip(site, count=6)
+
+
+@pytest.mark.parametrize("fresh_database_url", ["postgresql"], indirect=True)
+def test_astm_analyzer_on_postgresql_and_rabbitmq_matches_its_order(
+    tmp_path: Path, sites: list[Site], fresh_database_url: str, amqp_queue: str
+) -> None:
+    """An in-house analyzer's ASTM message (over the ASTM listener, from the simulator) goes
+    through the same workers, mapping and matching as HL7: its order, placed over the API, gets
+    the results in catalogue units."""
+    analyzer = {"name": "Haematology", "driver": "horiba_yumizen_h500", "sender_id": "ABX"}
+    site = Site(
+        tmp_path,
+        database_url=fresh_database_url,
+        broker_url=AMQP,
+        broker_queue=amqp_queue,
+        analyzers=json.dumps([analyzer]),
+    )
+    sites.append(site)
+    site.start()
+    site.worker()
+    patient = uuid.uuid4()
+    order = site.api(
+        "POST",
+        "/api/v1/orders",
+        {
+            "source": "PMS",
+            "accession_number": "ACC-5001",
+            "patient_id": str(patient),
+            "patient_pms_id": "PMS-30001",
+            "items": ["CBC"],
+        },
+    )
+    host, port = site.gateway.astm
+    run = subprocess.run(
+        [VETGATEWAY, "simulate", "astm", "--tcp", f"{host}:{port}", str(HORIBA_CBC)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    wait_until(
+        lambda: len(site.results("ACC-5001")) == 5,
+        timeout=30,
+        what=f"the analyzer's results\n{site.diagnostics()}",
+    )
+    items = {i["source_code"]: i for i in site.results("ACC-5001")}
+    assert {i["order_id"] for i in items.values()} == {order["id"]}
+    assert {i["patient_id"] for i in items.values()} == {str(patient)}
+    assert items["HGB"]["test_code"] == "HGB"
+    assert items["HGB"]["unit"] == "g/L"
+    assert float(items["HGB"]["value_numeric"]) == 160.0
 
 
 @pytest.fixture

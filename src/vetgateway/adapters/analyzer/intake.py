@@ -19,6 +19,7 @@ messages to send back over the same line (``analyzers/host_query.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import uuid
@@ -27,6 +28,7 @@ from datetime import datetime
 
 from vetgateway.adapters.analyzer.runner import Delivery, MessageHandler
 from vetgateway.adapters.astm.header import has_query, read_sender
+from vetgateway.errors import StorageError
 from vetgateway.store.devices import DeviceView
 from vetgateway.store.inbox import Inbox, MessageMeta
 from vetgateway.store.models.base import utcnow
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 ASTM_CHANNEL = "astm"
 TEXT_CHANNEL = "plaintext"
 MESSAGE_TYPE = {ASTM_CHANNEL: "ASTM", TEXT_CHANNEL: "TEXT"}
+STORE_RETRY_FIRST = 0.5
+STORE_RETRY_MAX = 30.0
 
 # (message text, device or None) -> messages to send back over the line
 QueryAnswerer = Callable[[bytes, DeviceView | None], Awaitable[tuple[bytes, ...]]]
@@ -94,11 +98,29 @@ class AnalyzerIntake:
         return handle
 
     def line_handler(self, device: DeviceView, channel: str = ASTM_CHANNEL) -> MessageHandler:
-        """The handler for a line that belongs to ``device`` (serial, or a converter we dial)."""
+        """The handler for a line that belongs to ``device`` (serial, or a converter we dial).
+
+        An ASTM analyzer whose message could not be stored is NAKed and sends it again, so a
+        ``StorageError`` goes back to the runner. A plain-text analyzer takes no answer and never
+        resends, so its handler keeps the message and retries the store with backoff (up to
+        ``STORE_RETRY_MAX`` seconds apart) until the database is back; meanwhile the line is not
+        read, and the analyzer's next print-out waits in the port's buffer.
+        """
 
         async def handle(text: bytes, peer: str) -> Delivery:
-            sender = read_sender(text) if channel == ASTM_CHANNEL else None
-            return await self._store(text, channel, peer, device, sender)
+            if channel == ASTM_CHANNEL:
+                return await self._store(text, channel, peer, device, read_sender(text))
+            delay = STORE_RETRY_FIRST
+            while True:
+                try:
+                    return await self._store(text, channel, peer, device, None)
+                except StorageError as exc:
+                    log.warning(
+                        "plain-text message not stored yet; retrying",
+                        extra={"peer": peer, "error": str(exc), "retry_in": delay},
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, STORE_RETRY_MAX)
 
         return handle
 

@@ -14,7 +14,8 @@ connection (``analyzer.tcp``) and a serial port (``analyzer.serial_line``):
 - bytes the station wants written are written and drained after each step, in its order;
 - incidents (``on_incident(kind, peer, detail)``, the MLLP server's callback) report what an
   operator must see: ``link_alarm`` (R32), ``message_aborted`` (R25/R30),
-  ``message_undeliverable``, ``connection_lost_mid_message`` and ``replies_not_sent``. Details
+  ``message_undeliverable``, ``connection_lost_mid_message``, ``replies_not_sent``, and for
+  plain-text lines ``message_discarded`` and ``message_not_stored``. Details
   carry sizes and reasons, never message text (it names patients).
 
 One read is outstanding at a time, as a task the tick waits on without cancelling it (only the
@@ -45,6 +46,7 @@ from vetgateway.adapters.astm.e1381 import (
 )
 from vetgateway.adapters.astm.e1381_sender import SendFailed
 from vetgateway.adapters.astm.station import LinkAlarm, MessageUndeliverable
+from vetgateway.adapters.plaintext.framer import MessageDiscarded, MessageNotStored
 from vetgateway.errors import StorageError
 
 __all__ = [
@@ -215,6 +217,14 @@ class _Line:
             detail += f": {event.reason}"
             log.error("analyzer reply undeliverable", extra={"peer": peer, "reason": detail})
             self.on_incident("message_undeliverable", peer, detail)
+        elif isinstance(event, MessageDiscarded) and event.reason != "blank":
+            detail = f"plain-text message discarded ({event.reason}, {event.discarded} bytes)"
+            log.warning("analyzer message discarded", extra={"peer": peer, "reason": detail})
+            self.on_incident("message_discarded", peer, detail)
+        elif isinstance(event, MessageNotStored):
+            detail = "plain-text message not stored; the analyzer cannot resend it"
+            log.error("analyzer message lost", extra={"peer": peer, "reason": detail})
+            self.on_incident("message_not_stored", peer, detail)
         elif isinstance(event, FrameRejected | SendFailed):
             log.info(
                 "analyzer link: %s",
