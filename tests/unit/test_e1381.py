@@ -502,6 +502,20 @@ def test_frame_reply_timeout_aborts() -> None:
     assert not tx.busy
 
 
+def test_any_other_reply_to_a_frame_is_a_nak_condition() -> None:
+    tx = Sender()
+    tx.send_message(MESSAGE, 0.0)
+    tx.receive_data(ACK, 1.0)
+    frame = ref_frame(1, H + b"\r", final=True)
+    assert tx.data_to_send() == ENQ + frame
+    tx.receive_data(b"\xff", 2.0)  # garbled on the line: not trusted as an ACK
+    assert tx.data_to_send() == frame
+    assert drain_tx(tx) == [LinkEstablished(), FrameRetransmitted(1, 1)]
+    tx.receive_data(ACK, 3.0)
+    assert tx.data_to_send() == EOT
+    assert drain_tx(tx) == [MessageSent()]
+
+
 def test_enq_reply_timeout_aborts() -> None:
     tx = Sender()
     tx.send_message(MESSAGE, 0.0)

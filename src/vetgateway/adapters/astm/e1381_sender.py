@@ -11,7 +11,8 @@ Sender rules:
    instrument retries after 1 s. Anything else while awaiting the reply is line noise, ignored.
 2. Transfer (LIS1-A §6.3): each frame waits for the reply. ACK → next frame, and after the last
    one EOT (LIS1-A §6.4, termination). NAK → retransmit the same frame; the sixth NAK of one
-   frame aborts with EOT (LIS1-A §6.5.1). Any other byte is ignored (the 15 s timer still runs).
+   frame aborts with EOT (LIS1-A §6.5.1). Any other byte is a "NAK condition" and is treated as
+   a NAK: a reply garbled on the line is neither trusted as an ACK nor left to the 15 s timer.
 3. Receiver interrupt (LIS1-A §6.3): EOT as the reply to a frame counts as its ACK. If frames
    remain, the sender honours it: EOT, and the whole message again after 15 s (the receiver
    discarded the partial message).
@@ -247,7 +248,7 @@ class Sender:
         elif byte == EOT:  # receiver interrupt with frames left: honour it
             self._out += _EOT
             self._wait(now + INTERRUPT_BACKOFF, SendInterrupted(now + INTERRUPT_BACKOFF))
-        elif byte == NAK:
+        else:  # NAK, or any other character: a NAK condition (LIS1-A §6.5.1)
             self._failures += 1
             if self._failures >= self._max_failures:
                 self._finish(SendFailed("too_many_naks"))
