@@ -119,8 +119,15 @@ def test_listener_attributes_messages_by_sender_and_stores_results_and_qc(
         assert float(results[("ACC-5001", "WBC")].value) == pytest.approx(5.2)
         assert float(results[("ACC-5003", "WBC")].value) == pytest.approx(9.8)
         assert {a for a, _code in results} == {"ACC-5001", "ACC-5002", "ACC-5003"}
-        [haematology_id] = _rows(store, "SELECT id FROM devices WHERE name = 'Haematology'")
-        assert {str(r.device) for r in results.values()} == {str(haematology_id.id)}
+        [haematology] = _rows(
+            store, "SELECT id, model, driver, protocol FROM devices WHERE name = 'Haematology'"
+        )
+        assert (haematology.model, haematology.driver, haematology.protocol) == (
+            "Horiba Yumizen H500",
+            "horiba_yumizen_h500",
+            "astm",
+        )
+        assert {str(r.device) for r in results.values()} == {str(haematology.id)}
 
         # The QC run is stored as QC, not as a patient's results.
         assert messages["Yumizen"].status == "processed"

@@ -47,6 +47,7 @@ class Driver:
 
     name: str
     description: str
+    model: str  # the device row's model: manufacturer and model as a person would write them
     source: str | None = None  # the code map's source key; None: the sender id (H-5)
     message_end: MessageEnd = MessageEnd.TERMINATOR_RECORD
     dialect: AstmDialect | None = None
@@ -78,23 +79,27 @@ DRIVERS: dict[str, Driver] = _registry(
     Driver(
         name="generic_astm",
         description="any LIS1-A/LIS2-A2 analyzer; codes mapped by its sender id",
+        model="ASTM analyzer (generic)",
         dialect=AstmDialect(),
     ),
     Driver(
         name="horiba_yumizen_h500",
         description="Horiba Yumizen H500 haematology (ASTM)",
+        model="Horiba Yumizen H500",
         source="HORIBA_YUMIZEN_H500",
         dialect=AstmDialect(qc_lot_from_sample_id=True),
     ),
     Driver(
         name="sysmex_xn_v",
         description="Sysmex XN-V veterinary haematology (ASTM)",
+        model="Sysmex XN-V",
         source="SYSMEX_XN_V",
         dialect=AstmDialect(),
     ),
     Driver(
         name="arkray_spotchem_el",
         description="Arkray SPOTCHEM EL electrolytes (plain-text print-out)",
+        model="Arkray SPOTCHEM EL",
         source="ARKRAY_SPOTCHEM_EL",
         framing=SPOTCHEM_EL_FRAMING,
         template=SPOTCHEM_EL,

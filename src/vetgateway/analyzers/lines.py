@@ -104,7 +104,8 @@ class AnalyzerLines:
                         raise ConfigError(f"analyzer {config.name!r}: no clinic {config.clinic!r}")
                     clinics[config.clinic] = clinic.id
             protocols = {name: driver.protocol for name, driver in self._drivers.items()}
-            return sync_devices(session, self._settings.analyzers, protocols, clinics)
+            models = {name: driver.model for name, driver in self._drivers.items()}
+            return sync_devices(session, self._settings.analyzers, protocols, clinics, models)
 
     async def start(self) -> str:
         """Start everything; returns the listener's address (``host:port``)."""

@@ -67,11 +67,13 @@ def sync_devices(
     analyzers: Sequence[AnalyzerConfig],
     protocols: Mapping[str, DeviceProtocol],
     clinics: Mapping[str, uuid.UUID],
+    models: Mapping[str, str] | None = None,
 ) -> list[DeviceView]:
     """Create or update one device row per configured analyzer; deactivate the others.
 
     ``protocols`` gives each analyzer's protocol by name (from its driver), ``clinics`` the
-    clinic ids by code. Changes are audited (``device.configured`` / ``device.deactivated``).
+    clinic ids by code, ``models`` the analyzer model its driver is for. Changes are audited
+    (``device.configured`` / ``device.deactivated``).
     """
     existing = {
         d.name: d
@@ -86,6 +88,7 @@ def sync_devices(
     for config in analyzers:
         values = {
             "driver": config.driver,
+            "model": (models or {}).get(config.name),
             "protocol": protocols[config.name],
             "connection": _connection(config),
             "sender_id": config.sender_id,
