@@ -43,6 +43,7 @@ class DeviceView:
     quiet_limit_seconds: int | None
     last_seen_at: datetime | None
     created_at: datetime
+    model: str | None = None
 
 
 def _connection(config: AnalyzerConfig) -> dict[str, object]:
@@ -153,6 +154,7 @@ def active_devices(session: Session) -> list[DeviceView]:
             quiet_limit_seconds=d.quiet_limit_seconds,
             last_seen_at=d.last_seen_at,
             created_at=d.created_at,
+            model=d.model,
         )
         for d in rows
     ]

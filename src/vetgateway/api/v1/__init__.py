@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from vetgateway.api.v1 import alerts, hl7, messages, oncall, orders, results, tokens, unmatched
+from vetgateway.api.v1 import (
+    alerts,
+    devices,
+    hl7,
+    messages,
+    oncall,
+    orders,
+    results,
+    tokens,
+    unmatched,
+)
 
 PREFIX = "/api/v1"
 
@@ -21,4 +31,5 @@ def build_router() -> APIRouter:
     router.include_router(unmatched.unmapped_router)
     router.include_router(alerts.router)
     router.include_router(oncall.router)
+    router.include_router(devices.router)
     return router
