@@ -18,8 +18,10 @@ connection (``analyzer.tcp``) and a serial port (``analyzer.serial_line``):
   plain-text lines ``message_discarded`` and ``message_not_stored``. Details
   carry sizes and reasons, never message text (it names patients).
 
-One read is outstanding at a time, as a task the tick waits on without cancelling it (only the
-end of the line does), so a stream's ``read`` needs no cancellation safety of its own.
+One read is outstanding at a time, awaited directly (a task and a timer per read cost more CPU
+than the whole link, bench/astm.py); a small tick task beside it runs the timers, and the two
+take turns through a lock. Only the end of the line cancels a read, so a stream's ``read`` needs
+no cancellation safety of its own.
 ``run_line`` returns at end of stream and lets the stream's errors (``ConnectionError``,
 ``OSError``) propagate to the transport, which knows whether to reconnect; it never closes the
 stream. ``Redialler`` is that reconnecting loop for the lines the gateway opens itself (a
@@ -34,7 +36,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from vetgateway.adapters.analyzer.station import LineStation
 from vetgateway.adapters.astm.e1381 import (
@@ -120,25 +122,39 @@ async def run_line(
 ) -> None:
     """Drive ``station`` over ``stream`` until the end of the stream (see the module docstring)."""
     line = _Line(stream, station, handler, peer, on_incident, clock)
-    read: asyncio.Task[bytes] = asyncio.ensure_future(stream.read())
+    ticker = asyncio.create_task(_tick(line, tick), name=f"analyzer line tick {peer}")
     try:
         while True:
-            done, _ = await asyncio.wait({read}, timeout=tick)
-            if done:
-                data = read.result()
-                if not data:
+            data = await stream.read()
+            if not data:
+                if not ticker.done():
                     log.info("analyzer line closed by the peer", extra={"peer": peer})
-                    return
-                read = asyncio.ensure_future(stream.read())
+                return
+            async with line.lock:
                 station.receive_data(data, clock())
-            station.check_timeouts(clock())
-            await line.step()
+                station.check_timeouts(clock())
+                await line.step()
     finally:
-        if not read.done():
-            read.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
-                await read
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
         line.report_loss()
+        if ticker.done() and not ticker.cancelled() and ticker.exception() is not None:
+            raise cast(BaseException, ticker.exception())
+
+
+async def _tick(line: _Line, tick: float) -> None:
+    """The station's timers, checked every ``tick`` while no read arrives. A write error here
+    closes the stream, so the read loop ends and ``run_line`` raises it."""
+    try:
+        while True:
+            await asyncio.sleep(tick)
+            async with line.lock:
+                line.station.check_timeouts(line.clock())
+                await line.step()
+    except (ConnectionError, OSError):
+        line.stream.close()
+        raise
 
 
 class _Line:
@@ -157,6 +173,8 @@ class _Line:
         self.peer = peer
         self.on_incident = on_incident if on_incident is not None else ignore_incident
         self.clock = clock
+        # The read loop and the timer tick take turns: one event at a time reaches the station.
+        self.lock = asyncio.Lock()
 
     async def step(self) -> None:
         """Handle every pending event, writing what the station wants sent after each."""

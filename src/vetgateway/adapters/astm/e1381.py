@@ -49,6 +49,7 @@ are handled by the state machine (ignored or NAKed), never by an exception.
 from __future__ import annotations
 
 import enum
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ __all__ = [
 RECEIVER_TIMEOUT: Final = 30.0  # LIS1-A §6.5.2: receiver waits 30 s for a frame or EOT
 HELD_BUFFER_LIMIT: Final = 1024
 
+_FRAME_START_RE: Final = re.compile(bytes((ord("["), STX, EOT, ord("]"))))
 _ACK: Final = bytes((ACK,))
 _NAK: Final = bytes((NAK,))
 _ENQ: Final = bytes((ENQ,))
@@ -317,7 +319,8 @@ class Receiver:
                 del buf[: enq + 1]
                 self._establish(now)
                 continue
-            start = next((i for i, b in enumerate(buf) if b in (STX, EOT)), -1)
+            found = _FRAME_START_RE.search(buf)
+            start = -1 if found is None else found.start()
             if start < 0:
                 buf.clear()  # rule 2: noise between frames
                 return
