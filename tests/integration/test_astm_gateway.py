@@ -403,3 +403,35 @@ def test_silent_analyzer_pages_the_it_contact_once_and_clears_when_heard(
             assert len(smtp.messages) == 1  # paged once, not every round
         finally:
             gateway.stop()
+
+
+def test_gateway_dials_a_converter_that_waits_with_the_simulator_behind_it(
+    tmp_path: Path, store: Database
+) -> None:
+    """The other TCP direction: the simulator listens like a converter in server mode, the
+    gateway dials it (``connection = "tcp_client"``) and the messages flow back over that call."""
+    with socket.socket() as probe:  # a free port for the simulator to listen on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    simulator = subprocess.Popen(
+        [VETGATEWAY, "simulate", "astm", "--time-scale", "30", "--listen", f"127.0.0.1:{port}", "--fault", "garbage@1", str(HORIBA_CBC), str(HORIBA_QC)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    analyzer = HAEMATOLOGY | {"connection": "tcp_client", "host": "127.0.0.1", "port": port}
+    gateway = GatewayProcess(_environment(tmp_path, [analyzer]), tmp_path / "gateway.log").start()
+    try:
+        output, _ = simulator.communicate(timeout=120)
+        assert simulator.returncode == 0, output
+        assert "sent 2, acknowledged 2, failed 0" in output
+        wait_until(lambda: _settled(store, 2), timeout=30, what="both messages processed")
+        rows = _rows(store, "SELECT sender, status, meta FROM inbound_messages ORDER BY id")
+        assert [r.sender for r in rows] == ["Haematology", "Haematology"]
+        # A dedicated line stores for its device even when H-5 names another sender id.
+        assert [r.status for r in rows] == ["unmatched", "processed"]
+        assert "sender_mismatch" in json.loads(rows[1].meta)
+    finally:
+        gateway.stop()
+        if simulator.poll() is None:
+            simulator.kill()
