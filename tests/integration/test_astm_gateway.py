@@ -414,7 +414,11 @@ def test_gateway_dials_a_converter_that_waits_with_the_simulator_behind_it(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     simulator = subprocess.Popen(
-        [VETGATEWAY, "simulate", "astm", "--time-scale", "30", "--listen", f"127.0.0.1:{port}", "--fault", "garbage@1", str(HORIBA_CBC), str(HORIBA_QC)],
+        [
+            *(VETGATEWAY, "simulate", "astm", "--time-scale", "30"),
+            *("--listen", f"127.0.0.1:{port}", "--fault", "garbage@1"),
+            *(str(HORIBA_CBC), str(HORIBA_QC)),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
