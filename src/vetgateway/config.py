@@ -8,6 +8,7 @@ embedded single-box set-up (SQLite under ``var/``, in-process worker, listeners 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from vetgateway.analyzers.config import AnalyzerConfig, ContactConfig
@@ -170,6 +172,16 @@ class Settings(BaseSettings):
         senders = [a.sender_id for a in self.analyzers if a.connection == "listener"]
         if len(set(senders)) != len(senders):
             raise ValueError(f"{ENV_PREFIX}ANALYZERS: two listener analyzers share a sender_id")
+        lines = [
+            a.serial_port if a.connection == "serial" else f"{a.host}:{a.port}"
+            for a in self.analyzers
+            if a.connection != "listener"
+        ]
+        if len(set(lines)) != len(lines):
+            raise ValueError(
+                f"{ENV_PREFIX}ANALYZERS: two analyzers on one serial port or converter address; "
+                "analyzers sharing a converter go on the listener, told apart by sender_id"
+            )
         return self
 
     @model_validator(mode="after")
@@ -207,6 +219,12 @@ def load_settings(**overrides: Any) -> Settings:
     """Build and validate the settings, or raise ConfigError with one line naming the setting."""
     try:
         return Settings(**overrides)
+    except SettingsError as exc:  # e.g. a JSON list setting in the environment that is not JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = f"{ENV_PREFIX}{found.group(1).upper()}" if found else "a setting"
+        raise ConfigError(
+            f"{name}: not valid JSON (list settings in the environment are JSON)"
+        ) from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         message = first["msg"].removeprefix("Value error, ")

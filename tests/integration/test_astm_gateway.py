@@ -205,6 +205,21 @@ def test_host_query_is_answered_with_pending_orders_over_the_same_line(
         assert orders[0][25] == "O"
         assert orders[1][25] == "Y"  # no order on record
         assert any(r.startswith("P|1|PMS-77|") for r in records)
+
+        # Haemoglobin comes back for the tube: asked again, the analyzer is told WBC only.
+        result = tmp_path / "result.astm"
+        result.write_bytes(
+            b"H|\\^&|||ABX|||||||P|LIS2-A2|20260101121000\r"
+            b"P|1|PMS-77\rO|1|TUBE-1||^^^CBC\rR|1|^^^HGB^718-7^1|15.0|g/dL||||F\rL|1|N\r"
+        )
+        run = _simulate("--tcp", f"{host}:{port}", str(result))
+        assert run.returncode == 0, run.stdout + run.stderr
+        wait_until(lambda: _settled(store, 2), timeout=30, what="the result matched")
+        run = _simulate("--tcp", f"{host}:{port}", "--expect-replies", str(query))
+        assert run.returncode == 0, run.stdout + run.stderr
+        records = [line.strip() for line in run.stdout.splitlines() if line.startswith("  ")]
+        orders = [r.split("|") for r in records if r.startswith("O|")]
+        assert orders[0][4] == "^^^WBC"
     finally:
         gateway.stop()
 

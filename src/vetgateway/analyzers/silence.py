@@ -83,7 +83,12 @@ class SilenceWatch:
                 record_last_seen(session, seen)
                 session.flush()
                 open_alerts = open_silence_alerts(session)
-                for device in active_devices(session):
+                devices = active_devices(session)
+                for device_id in open_alerts.keys() - {d.id for d in devices}:
+                    # Removed from the config while silent: nobody will hear from it again.
+                    clear_silence(session, open_alerts[device_id], now=now)
+                    cleared += 1
+                for device in devices:
                     alert_id = open_alerts.get(device.id)
                     silent = is_silent(device, self._hours, now)
                     if silent and alert_id is None:
@@ -117,7 +122,10 @@ class SilenceWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        seen = self._take_seen() | self._carry
+        seen = self._take_seen()
+        for device_id, at in self._carry.items():
+            if device_id not in seen or seen[device_id] < at:
+                seen[device_id] = at
         if seen:
             try:
                 with self._db.session() as session:

@@ -49,6 +49,9 @@ File format (every key not listed is an error, to catch typos)::
     critical_low = 3.3
     critical_high = 27.8
     citation = "…"              # optional when the file sets it
+    clinic = "north"            # optional: an override for one clinic (its code), and/or
+    device = "Chemistry bench"  # for one analyzer (its [[analyzers]] name); both optional
+                                # at the top of a file too. The most specific interval wins.
 
 Numbers may be written as TOML integers, floats or strings (``"0.0555"``); they are read as
 decimals with at most 10 places, because SQLite keeps NUMERIC as a binary float that SQLAlchemy
@@ -86,7 +89,7 @@ __all__ = [
 
 MAX_PLACES: Final = 10
 _CODE: Final = re.compile(r"[A-Z0-9][A-Z0-9_.-]{0,31}", re.ASCII)
-_TOP_KEYS: Final = frozenset({"description", "source", "species", "citation"})
+_TOP_KEYS: Final = frozenset({"description", "source", "species", "citation", "clinic", "device"})
 _TEST_KEYS: Final = frozenset(
     {
         "code",
@@ -106,6 +109,8 @@ _INTERVAL_KEYS: Final = frozenset(
     {
         "test",
         "species",
+        "clinic",
+        "device",
         "breed",
         "sex",
         "age_min_days",
@@ -173,13 +178,26 @@ class IntervalDef:
     critical_low: Decimal | None
     critical_high: Decimal | None
     citation: str | None
+    # An override for one clinic (its code) and/or one analyzer (its device name); None: default.
+    clinic: str | None = None
+    device: str | None = None
 
     @property
-    def key(self) -> tuple[str, str, str | None, Sex | None, int | None, int | None]:
-        """What makes two intervals the same one: test, species, breed, sex and age band."""
+    def scope(self) -> tuple[str, str, str | None, str | None]:
+        """What a file states the whole truth about: test and species at one clinic/device."""
+        return (self.test, self.species, self.clinic, self.device)
+
+    @property
+    def key(
+        self,
+    ) -> tuple[str, str, str | None, str | None, str | None, Sex | None, int | None, int | None]:
+        """What makes two intervals the same one: test, species, clinic, device, breed, sex and
+        age band."""
         return (
             self.test,
             self.species,
+            self.clinic,
+            self.device,
             self.breed,
             self.sex,
             self.age_min_days,
@@ -359,6 +377,8 @@ def _interval(origin: str, raw: Any, top: _Entry) -> IntervalDef:
         critical_low=limits["critical_low"],
         critical_high=limits["critical_high"],
         citation=e.text("citation", top.text("citation", max_length=2000), max_length=2000),
+        clinic=e.text("clinic", top.text("clinic", max_length=64), max_length=64),
+        device=e.text("device", top.text("device", max_length=200), max_length=200),
     )
 
 
@@ -406,5 +426,5 @@ def read_catalogue(paths: Sequence[Path | Traversable] | None = None) -> Catalog
             intervals.append(_interval(f"{name}: {_label('interval', i, raw, 'test')}", raw, top))
     _unique("test code", tests, "code")
     _unique("mapping (source, code and unit)", mappings)
-    _unique("interval (test, species, breed, sex and age band)", intervals)
+    _unique("interval (test, species, clinic, device, breed, sex and age band)", intervals)
     return CatalogueFiles(tuple(tests), tuple(mappings), tuple(intervals))

@@ -61,6 +61,7 @@ from vetgateway.pipeline.species import species_word
 from vetgateway.store import work_queue
 from vetgateway.store.alerts import note_no_longer_critical, raise_critical
 from vetgateway.store.catalogue import delta_rules, mapping_table
+from vetgateway.store.clinics import clinic_by_code
 from vetgateway.store.db import Database
 from vetgateway.store.intervals import interval_table
 from vetgateway.store.models import InboundMessage, MessageStatus
@@ -99,6 +100,8 @@ class Tables(NamedTuple):
     mapping: MappingTable
     intervals: IntervalTable
     deltas: dict[uuid.UUID, DeltaRule]
+    # The clinic whose interval overrides apply to a report that names no clinic of its own.
+    default_clinic_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +155,11 @@ class MessageProcessor:
         match_window: timedelta = timedelta(days=30),
         alert_merge: timedelta = timedelta(hours=1),
         mapping_ttl: float = 30.0,
+        default_clinic: str | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._db = db
+        self._default_clinic = default_clinic
         self._window = match_window
         self._alert_merge = alert_merge
         self._ttl = mapping_ttl
@@ -171,8 +176,16 @@ class MessageProcessor:
         with self._tables_lock:
             if self._tables is None or time.monotonic() - self._tables_loaded > self._ttl:
                 with self._db.session(readonly=True) as session:
+                    clinic = (
+                        clinic_by_code(session, self._default_clinic)
+                        if self._default_clinic
+                        else None
+                    )
                     self._tables = Tables(
-                        mapping_table(session), interval_table(session), delta_rules(session)
+                        mapping_table(session),
+                        interval_table(session),
+                        delta_rules(session),
+                        clinic.id if clinic is not None else None,
                     )
                 self._tables_loaded = time.monotonic()
             return self._tables
@@ -219,7 +232,8 @@ class MessageProcessor:
             parsed = parse_results(raw, message_type, meta or {})
         except ParseError as exc:
             return _Prepared(message_id, received_at, refused=f"parse error: {exc}")
-        maps, intervals, _deltas = self.tables()
+        maps, intervals, _deltas, default_clinic_id = self.tables()
+        clinic_id = parsed.clinic_id or default_clinic_id
         reports = []
         for report in parsed.reports:
             species = species_word(report.patient.species)
@@ -228,7 +242,16 @@ class MessageProcessor:
             age = age_in_days(patient.birth_date, report.observed_at or received_at)
             breed = patient.breed.display if patient.breed else None
             readings = tuple(
-                interpret(m, intervals, species=species, breed=breed, sex=patient.sex, age_days=age)
+                interpret(
+                    m,
+                    intervals,
+                    species=species,
+                    breed=breed,
+                    sex=patient.sex,
+                    age_days=age,
+                    clinic_id=clinic_id,
+                    device_id=parsed.device_id,
+                )
                 for m in mapped
             )
             reports.append(

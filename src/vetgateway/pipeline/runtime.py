@@ -63,6 +63,7 @@ class Pipeline:
             db,
             match_window=timedelta(days=settings.match_window_days),
             alert_merge=timedelta(minutes=settings.alert_merge_minutes),
+            default_clinic=settings.default_clinic,
         )
         self.actors = PipelineActors(
             self.broker, db, self.processor, retry, queue=settings.broker_queue

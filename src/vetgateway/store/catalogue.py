@@ -9,11 +9,12 @@ same files twice changes nothing the second time (every row counted ``unchanged`
   (``pipeline.mapping.normalise_unit``) so ``mg/dl`` in the database is the row ``mg/dL`` in a
   file. Each row's target unit is its test's unit. Rows of other sources, and columns the files
   do not describe (``device_id``), are left alone.
-- **Reference intervals** by test, species, breed, sex and age band. A file is the whole truth for
-  each (test, species) it mentions, at the default scope (no clinic, no device): such intervals
-  missing from the files are soft-deleted (``removed``; results keep pointing at the interval
-  they were read against), and one that comes back is revived. Clinic and device overrides are
-  never touched by a load.
+- **Reference intervals** by test, species, clinic, device, breed, sex and age band. A file is
+  the whole truth for each (test, species, clinic, device) it mentions — the default scope (no
+  clinic, no device), a clinic's overrides (``clinic = "code"``) or an analyzer's (``device =
+  "name"``): such intervals missing from the files are soft-deleted (``removed``; results keep
+  pointing at the interval they were read against), and one that comes back is revived. Loading
+  the shipped defaults therefore never touches a clinic's or an analyzer's overrides.
 
 A file mistake (syntax, a missing field, a test that does not exist, a unit that differs from the
 test's) raises ``ConfigError`` naming file and entry before anything is written. Like every store
@@ -44,7 +45,14 @@ from vetgateway.catalogue import CatalogueFiles, CatalogueTestDef, IntervalDef, 
 from vetgateway.errors import ConfigError
 from vetgateway.pipeline.delta import DeltaRule
 from vetgateway.pipeline.mapping import CatalogueEntry, MappingRule, MappingTable, normalise_unit
-from vetgateway.store.models import CatalogueTest, CodeMapping, ReferenceInterval, ValueType
+from vetgateway.store.models import (
+    CatalogueTest,
+    Clinic,
+    CodeMapping,
+    Device,
+    ReferenceInterval,
+    ValueType,
+)
 from vetgateway.store.models.base import utcnow
 
 __all__ = [
@@ -57,6 +65,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_Names = dict[str, uuid.UUID]
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +228,45 @@ def _load_mappings(
             counter["updated" if _assign(row, values) else "unchanged"] += 1
 
 
-def _interval_key(row: ReferenceInterval, code: str) -> tuple[Any, ...]:
-    return (code, row.species, row.breed, row.sex, row.age_min_days, row.age_max_days)
+def _scope_ids(session: Session, defs: Sequence[IntervalDef]) -> tuple[_Names, _Names]:
+    """The clinic ids by code and device ids by name that the overrides in ``defs`` name;
+    ``ConfigError`` naming the entry for one that does not exist."""
+    clinics: _Names = {}
+    devices: _Names = {}
+    for d in defs:
+        if d.clinic is not None and d.clinic not in clinics:
+            found = session.scalar(
+                sa.select(Clinic.id).where(Clinic.code == d.clinic, Clinic.deleted_at.is_(None))
+            )
+            if found is None:
+                raise ConfigError(f"{d.origin}: no clinic with code {d.clinic!r}")
+            clinics[d.clinic] = found
+        if d.device is not None and d.device not in devices:
+            found = session.scalar(
+                sa.select(Device.id).where(Device.name == d.device, Device.deleted_at.is_(None))
+            )
+            if found is None:
+                raise ConfigError(
+                    f"{d.origin}: no device named {d.device!r} (devices are the [[analyzers]] "
+                    "of the config; they are created when the gateway starts)"
+                )
+            devices[d.device] = found
+    return clinics, devices
+
+
+def _interval_key(
+    row: ReferenceInterval, code: str, clinics: dict[uuid.UUID, str], devices: dict[uuid.UUID, str]
+) -> tuple[Any, ...]:
+    return (
+        code,
+        row.species,
+        clinics.get(row.clinic_id) if row.clinic_id else None,
+        devices.get(row.device_id) if row.device_id else None,
+        row.breed,
+        row.sex,
+        row.age_min_days,
+        row.age_max_days,
+    )
 
 
 def _load_intervals(
@@ -230,24 +277,32 @@ def _load_intervals(
 ) -> None:
     if not defs:
         return
-    scopes = {(tests[d.test].id, d.species) for d in defs}
+    clinic_ids, device_ids = _scope_ids(session, defs)
+    clinic_codes = {v: k for k, v in clinic_ids.items()}
+    device_names = {v: k for k, v in device_ids.items()}
+    scopes = {
+        (
+            tests[d.test].id,
+            d.species,
+            clinic_ids[d.clinic] if d.clinic else None,
+            device_ids[d.device] if d.device else None,
+        )
+        for d in defs
+    }
     codes = {t.id: code for code, t in tests.items()}
     live: dict[tuple[Any, ...], list[ReferenceInterval]] = {}
     retired: dict[tuple[Any, ...], list[ReferenceInterval]] = {}
     rows = session.scalars(
         sa.select(ReferenceInterval)
-        .where(
-            ReferenceInterval.test_id.in_({test_id for test_id, _ in scopes}),
-            ReferenceInterval.clinic_id.is_(None),
-            ReferenceInterval.device_id.is_(None),
-        )
+        .where(ReferenceInterval.test_id.in_({scope[0] for scope in scopes}))
         .order_by(ReferenceInterval.created_at, ReferenceInterval.id)
     )
     for row in rows:
-        if (row.test_id, row.species) not in scopes:
+        if (row.test_id, row.species, row.clinic_id, row.device_id) not in scopes:
             continue
         bucket = live if row.deleted_at is None else retired
-        bucket.setdefault(_interval_key(row, codes[row.test_id]), []).append(row)
+        key = _interval_key(row, codes[row.test_id], clinic_codes, device_names)
+        bucket.setdefault(key, []).append(row)
     for d in defs:
         test = tests[d.test]
         values = {
@@ -274,6 +329,8 @@ def _load_intervals(
                     id=uuid.uuid4(),
                     test_id=test.id,
                     species=d.species,
+                    clinic_id=clinic_ids[d.clinic] if d.clinic else None,
+                    device_id=device_ids[d.device] if d.device else None,
                     breed=d.breed,
                     sex=d.sex,
                     age_min_days=d.age_min_days,

@@ -69,8 +69,8 @@ def save_qc_runs(
             inbound_message_id=message_id,
             run_at=run.run_at or received_at,
             sample_id=run.sample_id[:64] if run.sample_id else None,
-            control=run.control[:200] if run.control else None,
-            lot_number=run.lot[:64] if run.lot else None,
+            control=run.control.strip()[:200] or None if run.control else None,
+            lot_number=run.lot.strip()[:64] or None if run.lot else None,
         )
         session.add(row)
         session.flush()

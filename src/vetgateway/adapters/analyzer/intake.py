@@ -138,6 +138,8 @@ class AnalyzerIntake:
             extra["sender_id"] = sender
         if device is not None:
             extra |= {"device_id": str(device.id), "device": device.name, "driver": device.driver}
+            if device.clinic_id is not None:
+                extra["clinic_id"] = str(device.clinic_id)
             if device.sender_id and sender and sender != device.sender_id:
                 extra["sender_mismatch"] = f"configured {device.sender_id!r}, sent {sender!r}"
         meta = MessageMeta(

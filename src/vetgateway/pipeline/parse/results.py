@@ -32,11 +32,12 @@ class ParsedResults:
     reports: tuple[Report, ...]
     qc_runs: tuple[QcRun, ...] = ()
     device_id: uuid.UUID | None = None
+    clinic_id: uuid.UUID | None = None  # the analyzer's clinic; None: not known from the sender
 
 
-def _device_id(meta: Mapping[str, Any]) -> uuid.UUID | None:
+def _meta_id(meta: Mapping[str, Any], key: str) -> uuid.UUID | None:
     try:
-        return uuid.UUID(str(meta["device_id"]))
+        return uuid.UUID(str(meta[key]))
     except (KeyError, ValueError):
         return None
 
@@ -57,7 +58,8 @@ def parse_results(raw: bytes, message_type: str | None, meta: Mapping[str, Any])
             source=driver.source or source_key("", sender),
             reports=message.reports,
             qc_runs=message.qc_runs,
-            device_id=_device_id(meta),
+            device_id=_meta_id(meta, "device_id"),
+            clinic_id=_meta_id(meta, "clinic_id"),
         )
     parsed = parse_oru(raw)
     if not parsed.reports:
