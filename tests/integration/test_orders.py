@@ -20,6 +20,7 @@ from tests.integration.api_support import TestClient, bearer, build_app, issue
 from vetgateway.model import OrderRef, PatientRef, Report, Sex
 from vetgateway.pipeline.matching import decide_match
 from vetgateway.pipeline.parse.orm import OrderIn, parse_order_message
+from vetgateway.store.clinics import Refused, create_clinic
 from vetgateway.store.db import Database
 from vetgateway.store.models import (
     ApiToken,
@@ -522,3 +523,27 @@ def _token_id(db: Database, name: str) -> uuid.UUID:
 def test_birth_dates_round_trip(db: Database) -> None:
     order_id, _ = upsert(db, new_order(birth_date=date(2019, 3, 14)))
     assert load(db, order_id).birth_date == date(2019, 3, 14)
+
+
+def test_api_order_names_its_clinic_and_an_unknown_one_is_refused(
+    client: TestClient, db: Database
+) -> None:
+    device = bearer(issue(db, Role.DEVICE, "vetstar integration"))
+    with db.session() as s:
+        north = create_clinic(s, code="north", name="North", timezone="UTC", actor="test")
+        assert not isinstance(north, Refused)
+    refused = client.post("/api/v1/orders", json=body(clinic="nowhere"), headers=device)
+    assert refused.status_code == 422
+    assert "no clinic with code 'nowhere'" in refused.text
+    created = client.post("/api/v1/orders", json=body(clinic="north"), headers=device)
+    assert created.status_code == 201
+    with db.session(readonly=True) as s:
+        row = s.get(DiagnosticOrder, uuid.UUID(created.json()["id"]))
+        assert row is not None
+        assert row.clinic_id == north.id
+    # A resend without the clinic never blanks it.
+    assert client.post("/api/v1/orders", json=body(), headers=device).status_code == 200
+    with db.session(readonly=True) as s:
+        row = s.get(DiagnosticOrder, uuid.UUID(created.json()["id"]))
+        assert row is not None
+        assert row.clinic_id == north.id

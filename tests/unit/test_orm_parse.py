@@ -69,6 +69,7 @@ def test_orm_three_tests_two_orders_with_all_values() -> None:
         birth_date=date(2019, 3, 14),
         owner_surname="Smith",
         items=("CBC", "CHEM10"),  # two ORC/OBR pairs with one placer number
+        clinic="HAPPYPAWS",  # MSH-4: the practice that placed it
     )
     assert second == dataclasses.replace(
         first,
@@ -96,6 +97,7 @@ def test_oml_accession_species_code_avid_chip_and_owner_from_nk1() -> None:
         birth_date=date(2015, 7, 2),
         owner_surname="Müller-Lüdenscheidt",  # NK1 OWN wins over PID-5's family name
         items=("SDMA",),
+        clinic="VIEWVET",
     )
 
 
@@ -343,3 +345,28 @@ def test_mutated_messages_parse_to_storable_orders_or_raise_parse_error(raw: byt
         for order in orders:
             assert order.problems() == []
             assert order.ordered_at is None or order.ordered_at.tzinfo is not None
+
+
+def _orm_with_orc21(orc21: str) -> bytes:
+    orc = ["ORC", "NW", "ORD-1", *[""] * 6, "20261126091000", *[""] * 11, orc21]
+    return "\r".join(
+        (
+            "MSH|^~\\&|VETSTAR|HAPPYPAWS|LAB|LAB|20261126091000||ORM^O01|C1|P|2.5.1",
+            "PID|1||PMS-1^^^^PI||Smith^Bella",
+            "|".join(orc),
+            "OBR|1|ORD-1||CBC",
+        )
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("orc21", "clinic"),
+    [
+        ("North Clinic^^^^^^^^^NORTH", "NORTH"),  # XON-10, the organization identifier
+        ("NORTH", "NORTH"),  # only the name
+        ("", "HAPPYPAWS"),  # no ordering facility: the sending facility (MSH-4)
+    ],
+)
+def test_the_placing_clinic_is_orc21_else_msh4(orc21: str, clinic: str) -> None:
+    (order,) = parse_order_message(_orm_with_orc21(orc21))
+    assert order.clinic == clinic

@@ -172,6 +172,7 @@ class IntervalTable:
     _index: dict[tuple[uuid.UUID, str], tuple[IntervalRule, ...]] = field(
         init=False, repr=False, compare=False
     )
+    clinic_ids: frozenset[uuid.UUID] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         rules = tuple(self.rules)
@@ -182,6 +183,9 @@ class IntervalTable:
                 index.setdefault((rule.test_id, species), []).append(rule)
         object.__setattr__(self, "rules", rules)
         object.__setattr__(self, "_index", {k: tuple(v) for k, v in index.items()})
+        # The clinics with intervals of their own: only their reports read differently.
+        clinics = frozenset(r.clinic_id for r in rules if r.clinic_id is not None)
+        object.__setattr__(self, "clinic_ids", clinics)
 
     def rules_for(self, test_id: uuid.UUID, species: str | None) -> tuple[IntervalRule, ...]:
         """The intervals of a test in a species, every narrowing included."""

@@ -143,6 +143,7 @@ class OrderCandidate:
     birth_date: date | None = None
     ordered_at: datetime | None = None
     ordered_codes: tuple[str, ...] = ()
+    clinic_id: uuid.UUID | None = None  # the clinic that placed it: whose intervals and rota
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +180,7 @@ class MatchDecision:
     rule: MatchRule | None
     reason: str
     candidates: tuple[ScoredCandidate, ...]
+    clinic_id: uuid.UUID | None = None  # the matched order's clinic
 
     @property
     def matched(self) -> bool:
@@ -370,7 +372,12 @@ def _matched(
     rule: MatchRule, candidate: OrderCandidate, reason: str, judge: _Judge
 ) -> MatchDecision:
     return MatchDecision(
-        candidate.order_id, candidate.patient_id, rule, reason, (judge.score(candidate),)
+        candidate.order_id,
+        candidate.patient_id,
+        rule,
+        reason,
+        (judge.score(candidate),),
+        candidate.clinic_id,
     )
 
 

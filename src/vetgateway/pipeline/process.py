@@ -32,6 +32,7 @@ Anything else that goes wrong (database down, our own bug) propagates to the act
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import logging
@@ -206,6 +207,7 @@ class MessageProcessor:
         if prepared:
             with self._db.session(readonly=True) as session:
                 plan = self._match_new_reports(session, prepared)
+            prepared = self._with_order_clinics(prepared, plan)
             outcomes.update(self._write(prepared, plan))
             if any(
                 r.interpretation in CRITICAL
@@ -232,39 +234,20 @@ class MessageProcessor:
             parsed = parse_results(raw, message_type, meta or {})
         except ParseError as exc:
             return _Prepared(message_id, received_at, refused=f"parse error: {exc}")
-        maps, intervals, _deltas, default_clinic_id = self.tables()
-        clinic_id = parsed.clinic_id or default_clinic_id
+        maps = self.tables().mapping
         reports = []
         for report in parsed.reports:
             species = species_word(report.patient.species)
-            mapped = map_observations(report.observations, parsed.source, maps)
-            patient = report.patient
-            age = age_in_days(patient.birth_date, report.observed_at or received_at)
-            breed = patient.breed.display if patient.breed else None
-            readings = tuple(
-                interpret(
-                    m,
-                    intervals,
-                    species=species,
-                    breed=breed,
-                    sex=patient.sex,
-                    age_days=age,
-                    clinic_id=clinic_id,
-                    device_id=parsed.device_id,
-                )
-                for m in mapped
+            item = ReportInput(
+                message_id=message_id,
+                source=parsed.source,
+                report=report,
+                mapped=map_observations(report.observations, parsed.source, maps),
+                species=species,
+                device_id=parsed.device_id,
+                clinic_id=parsed.clinic_id,
             )
-            reports.append(
-                ReportInput(
-                    message_id=message_id,
-                    source=parsed.source,
-                    report=report,
-                    mapped=mapped,
-                    species=species,
-                    readings=readings,
-                    device_id=parsed.device_id,
-                )
-            )
+            reports.append(self._interpreted(item, received_at))
         qc_runs = tuple(
             QcInput(run, map_observations(run.observations, parsed.source, maps))
             for run in parsed.qc_runs
@@ -276,6 +259,48 @@ class MessageProcessor:
             qc_runs=qc_runs,
             device_id=parsed.device_id,
         )
+
+    def _interpreted(self, item: ReportInput, received_at: datetime) -> ReportInput:
+        """``item`` with our reading of each result, against the intervals of its device and
+        clinic (no clinic: the default clinic's)."""
+        tables = self.tables()
+        patient = item.report.patient
+        age = age_in_days(patient.birth_date, item.report.observed_at or received_at)
+        breed = patient.breed.display if patient.breed else None
+        readings = tuple(
+            interpret(
+                m,
+                tables.intervals,
+                species=item.species,
+                breed=breed,
+                sex=patient.sex,
+                age_days=age,
+                clinic_id=item.clinic_id or tables.default_clinic_id,
+                device_id=item.device_id,
+            )
+            for m in item.mapped
+        )
+        return dataclasses.replace(item, readings=readings)
+
+    def _with_order_clinics(self, prepared: list[_Prepared], plan: _Plan) -> list[_Prepared]:
+        """Reports that learnt their clinic from the order they matched (a reference lab's
+        report names no clinic; its order does): the clinic is recorded on the report and its
+        alerts (that clinic's rota is paged), and the results are read again when that clinic
+        has intervals of its own."""
+        overridden = self.tables().intervals.clinic_ids
+        updated = []
+        for p in prepared:
+            reports = list(p.reports)
+            for n, item in enumerate(reports):
+                decision = plan.decisions.get((p.message_id, n))
+                if item.clinic_id is not None or decision is None or decision.clinic_id is None:
+                    continue
+                item = dataclasses.replace(item, clinic_id=decision.clinic_id)
+                if decision.clinic_id in overridden:
+                    item = self._interpreted(item, p.received_at)
+                reports[n] = item
+            updated.append(dataclasses.replace(p, reports=tuple(reports)))
+        return updated
 
     def _match_new_reports(self, session: Session, prepared: list[_Prepared]) -> _Plan:
         """Match the reports seen for the first time, before the write transaction.
@@ -470,6 +495,8 @@ class MessageProcessor:
             result_ids=result_ids(session, saved.report_id),
         )
         for finding in findings:
+            if item.clinic_id is not None:
+                finding = dataclasses.replace(finding, clinic_id=item.clinic_id)
             raise_critical(session, finding, now=now, merge_window=self._alert_merge)
 
     def _decide(self, session: Session, item: ReportInput, observed_at: datetime) -> MatchDecision:

@@ -54,7 +54,13 @@ from vetgateway.pipeline.matching import (
 )
 from vetgateway.pipeline.parse.orm import OrderIn
 from vetgateway.store.audit import audit
-from vetgateway.store.models import DiagnosticOrder, OrderItem, OrderItemStatus, OrderStatus
+from vetgateway.store.models import (
+    Clinic,
+    DiagnosticOrder,
+    OrderItem,
+    OrderItemStatus,
+    OrderStatus,
+)
 
 __all__ = [
     "ENTITY_TYPE",
@@ -85,6 +91,7 @@ _SCALARS = (
     "sex",
     "birth_date",
     "owner_surname",
+    "clinic_id",
 )
 
 
@@ -118,6 +125,17 @@ def _values(order: OrderIn) -> dict[str, Any]:
         "owner_surname": _name(order.owner_surname),
         "ordered_at": order.ordered_at,
     }
+
+
+def _clinic_id(session: Session, code: str | None) -> uuid.UUID | None:
+    """The clinic named by ``code``; None for none or an unknown one (an HL7 sending facility
+    need not be one of ours; the API refuses unknown codes before it gets here)."""
+    code = _opt(code)
+    if code is None:
+        return None
+    return session.scalar(
+        sa.select(Clinic.id).where(Clinic.code == code, Clinic.deleted_at.is_(None))
+    )
 
 
 def _codes(order: OrderIn) -> list[str]:
@@ -161,6 +179,7 @@ def upsert_order(session: Session, order: OrderIn, *, actor: str) -> tuple[Diagn
     if problems:
         raise ValueError("; ".join(problems))
     values = _values(order)
+    values["clinic_id"] = _clinic_id(session, order.clinic)
     codes = _codes(order)
     source = order.source.strip()
     existing = _find(session, values, source)
@@ -444,4 +463,5 @@ def _candidate(row: DiagnosticOrder, codes: Sequence[str]) -> OrderCandidate:
         birth_date=row.birth_date,
         ordered_at=row.ordered_at,
         ordered_codes=tuple(codes),
+        clinic_id=row.clinic_id,
     )

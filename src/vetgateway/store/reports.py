@@ -89,6 +89,8 @@ class ReportInput:
     readings: tuple[Reading, ...] = ()
     # The in-house analyzer that sent it (None: a reference lab).
     device_id: uuid.UUID | None = None
+    # The clinic it is for: the analyzer's, else the matched order's (None: not known).
+    clinic_id: uuid.UUID | None = None
 
     @property
     def key(self) -> str | None:
@@ -182,6 +184,7 @@ def _report_row(
         "id": report_id,
         "inbound_message_id": item.message_id,
         "device_id": item.device_id,
+        "clinic_id": item.clinic_id,
         "source": _clip(item.source, 64),
         "report_key": item.key,
         "accession_number": _clip(report.order.accession, 64),

@@ -28,6 +28,7 @@ from vetgateway.model import Sex
 from vetgateway.pipeline.parse.orm import FIELD_LIMITS, ITEM_CODE_LIMIT, OrderAction, OrderIn
 from vetgateway.pipeline.rematch import rematch_for_order
 from vetgateway.store import orders as order_store
+from vetgateway.store.clinics import clinic_by_code
 from vetgateway.store.db import Database
 from vetgateway.store.models import OrderItemStatus, OrderStatus, Role
 from vetgateway.store.models.base import utcnow
@@ -81,6 +82,9 @@ class OrderBody(BaseModel):
     sex: Sex | None = None
     birth_date: date | None = None
     owner_surname: str | None = _text("owner_surname", "the owner's surname")
+    clinic: str | None = _text(
+        "clinic", "the placing clinic's code: its rota is paged for critical results"
+    )
     items: list[ItemCode] = Field(
         default_factory=list,
         max_length=MAX_ITEMS,
@@ -117,6 +121,7 @@ class OrderBody(BaseModel):
             birth_date=self.birth_date,
             owner_surname=self.owner_surname or None,
             items=tuple(self.items),
+            clinic=self.clinic or None,
         )
 
 
@@ -174,6 +179,11 @@ def post_order(
     if problems:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=problems)
     with db.session() as session:
+        if order.clinic is not None and clinic_by_code(session, order.clinic) is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=[f"no clinic with code {order.clinic!r}; see GET /api/v1/clinics"],
+            )
         row, created = order_store.upsert_order(session, order, actor=caller.actor)
         # Results that came first wait in the unmatched queue; this order may be theirs.
         rematch_for_order(

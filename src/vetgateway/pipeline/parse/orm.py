@@ -74,6 +74,7 @@ FIELD_LIMITS: Final = {
     "species": 32,
     "breed": 100,
     "owner_surname": 200,
+    "clinic": 64,
 }
 """The column lengths of ``diagnostic_orders`` for each text field of ``OrderIn``."""
 ITEM_CODE_LIMIT: Final = 64  # order_items.ordered_code
@@ -112,6 +113,9 @@ class OrderIn:
     birth_date: date | None = None
     owner_surname: str | None = None
     items: tuple[str, ...] = ()
+    # The placing clinic's code (clinics.code): its rota is paged for the order's critical
+    # results and its interval overrides apply. An unknown code is kept as no clinic.
+    clinic: str | None = None
 
     def problems(self) -> list[str]:
         """Why this order cannot be stored, one sentence each; empty when it can."""
@@ -240,7 +244,16 @@ def _ordered_code(obr: Segment) -> str:
     )
 
 
-def _order(group: _Group, patient: _Patient, source: str, sent_at: datetime | None) -> OrderIn:
+def _clinic(orc: Segment, msh: Segment) -> str | None:
+    """The placing clinic: ORC-21 (ordering facility, XON: its identifier in component 10, else
+    the name in 1), else MSH-4 (sending facility) — a PMS names the practice there."""
+    code = _opt(orc.component(21, 10)) or _opt(orc.component(21, 1)) or _opt(msh.component(4, 1))
+    return code[: FIELD_LIMITS["clinic"]] if code else None
+
+
+def _order(
+    group: _Group, patient: _Patient, source: str, sent_at: datetime | None, msh: Segment
+) -> OrderIn:
     orc, obr = group.orc, group.obr
     action = _action(orc)
     placer = _identifier(orc, 2, "placer_number")
@@ -271,6 +284,7 @@ def _order(group: _Group, patient: _Patient, source: str, sent_at: datetime | No
         filler_number=filler,
         ordered_at=ordered_at or sent_at,
         items=items,
+        clinic=_clinic(orc, msh),
         **{f.name: getattr(patient, f.name) for f in fields(_Patient)},
     )
 
@@ -346,4 +360,4 @@ def parse_order_message(raw: bytes) -> tuple[OrderIn, ...]:
             current.obr = seg
     if not groups:
         raise ParseError("the message carries no order: no ORC segment", location="ORC")
-    return _merged([_order(g, patients[g.patient], source, sent_at) for g in groups])
+    return _merged([_order(g, patients[g.patient], source, sent_at, msh) for g in groups])

@@ -1,7 +1,8 @@
-"""Interval overrides through the pipeline (issue 5 §1: "clinics override per clinic and per
-analyzer"): an analyzer's results are read against that analyzer's own intervals, a clinic's
-overrides apply to its analyzers and, for reports that name no clinic, to the default clinic;
-on SQLite and PostgreSQL."""
+"""Whose intervals and whose rota, through the pipeline (issue 5 §1 "clinics override per clinic
+and per analyzer", §4 "per clinic, an on-call schedule"): an analyzer's results are read against
+that analyzer's own intervals, and a clinic's against its clinic's; a reference lab's report
+takes the clinic of the order it matched (its intervals, and its rota for a critical value);
+a report that names no clinic uses the default clinic's. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from tests.integration.test_pipeline import Harness, harness  # noqa: F401 (the fixture)
-from tests.oru import vet_oru
+from tests.oru import PANEL, vet_oru
 from vetgateway.analyzers.config import AnalyzerConfig
 from vetgateway.store.catalogue import load_catalogue
 from vetgateway.store.clinics import Refused, create_clinic
 from vetgateway.store.devices import DeviceView, sync_devices
 from vetgateway.store.inbox import MessageMeta
 from vetgateway.store.models import (
+    Alert,
     DeviceProtocol,
     DiagnosticReport,
     LabResult,
@@ -133,3 +135,28 @@ def test_the_default_clinics_override_applies_to_reports_naming_no_clinic(
     glucose = harness.results(report.id)["GLUC"]
     assert report.inbound_message_id == message_id
     assert glucose.interpretation.value == "low"  # 5.38 mmol/L: under main's 6.0
+
+
+def test_a_reference_lab_report_takes_the_clinic_of_its_order(
+    harness: Harness,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    with harness.db.session() as s:
+        north = create_clinic(s, code="north", name="North", timezone="UTC", actor="test")
+        assert not isinstance(north, Refused)
+    path = tmp_path / "north.toml"
+    path.write_text(
+        'species = "canine"\nclinic = "north"\n[[interval]]\ntest = "GLU"\nlow = 6\nhigh = 9\n'
+    )
+    with harness.db.session() as s:
+        load_catalogue(s, [path])
+    harness.order("N-1", clinic="north")
+    critical = (("K", "Potassium", "8.1", "mEq/L", "3.5-5.8", "HH"), PANEL[0])
+    harness.send(vet_oru("N-1", accession="N-1", results=critical))
+    [report] = harness.reports()
+    assert report.clinic_id == north.id
+    results = harness.results(report.id)
+    assert results["GLUC"].interpretation.value == "low"  # north's own glucose interval
+    with harness.db.session(readonly=True) as s:
+        alert = s.scalars(sa.select(Alert).where(Alert.report_id == report.id)).one()
+    assert alert.clinic_id == north.id  # north's rota is paged, not the default clinic's
