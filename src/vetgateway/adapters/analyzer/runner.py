@@ -54,6 +54,7 @@ from vetgateway.errors import StorageError
 __all__ = [
     "Backoff",
     "Delivery",
+    "DialledLine",
     "IncidentHandler",
     "LineProgress",
     "LineStream",
@@ -378,3 +379,48 @@ class Redialler:
         log.warning("analyzer line lost", extra={"peer": self.peer, "reason": reason})
         self._on_incident("connection_lost", self.peer, reason)
         return self._clock() - started
+
+
+class DialledLine:
+    """A line the gateway opens itself (a converter it dials, a serial port), kept open by a
+    ``Redialler``. Subclasses say how to open it (``open_stream``); ``connected`` tells whether
+    it is open now, ``connections`` how many times it was opened."""
+
+    def __init__(
+        self,
+        station_factory: Callable[[], LineStation],
+        handler: MessageHandler,
+        *,
+        peer: str,
+        backoff: Backoff | None,
+        on_incident: IncidentHandler | None,
+        clock: Callable[[], float],
+        tick: float,
+    ) -> None:
+        self._line = Redialler(
+            self.open_stream,
+            station_factory,
+            handler,
+            peer=peer,
+            backoff=backoff or Backoff(),
+            on_incident=on_incident,
+            clock=clock,
+            tick=tick,
+        )
+
+    async def open_stream(self) -> LineStream:
+        raise NotImplementedError
+
+    @property
+    def connected(self) -> bool:
+        return self._line.connected
+
+    @property
+    def connections(self) -> int:
+        return self._line.connections
+
+    async def start(self) -> None:
+        self._line.start()
+
+    async def close(self) -> None:
+        await self._line.close()

@@ -34,7 +34,12 @@ from typing import Any, Literal
 
 import serial
 
-from vetgateway.adapters.analyzer.runner import Backoff, IncidentHandler, MessageHandler, Redialler
+from vetgateway.adapters.analyzer.runner import (
+    Backoff,
+    DialledLine,
+    IncidentHandler,
+    MessageHandler,
+)
 from vetgateway.adapters.analyzer.station import LineStation
 from vetgateway.errors import ConfigError
 
@@ -171,10 +176,9 @@ class SerialLineStream:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
 
-class AnalyzerSerialLine:
+class AnalyzerSerialLine(DialledLine):
     """An analyzer on a serial port: opens it, runs the line, and reopens it with ``backoff``
-    when it fails or disappears (``runner.Redialler``). ``connected`` tells whether the port
-    is open now; ``connections`` how many times it was opened."""
+    when it fails or disappears (``runner.Redialler``)."""
 
     def __init__(
         self,
@@ -188,32 +192,17 @@ class AnalyzerSerialLine:
         tick: float = 0.25,
     ) -> None:
         self.settings = settings
-        self._line = Redialler(
-            self._open,
+        super().__init__(
             station_factory,
             handler,
             peer=settings.port,
-            backoff=backoff or Backoff(),
+            backoff=backoff,
             on_incident=on_incident,
             clock=clock,
             tick=tick,
         )
 
-    @property
-    def connected(self) -> bool:
-        return self._line.connected
-
-    @property
-    def connections(self) -> int:
-        return self._line.connections
-
-    async def start(self) -> None:
-        self._line.start()
-
-    async def close(self) -> None:
-        await self._line.close()
-
-    async def _open(self) -> SerialLineStream:
+    async def open_stream(self) -> SerialLineStream:
         opening = asyncio.ensure_future(asyncio.to_thread(open_port, self.settings))
         try:
             port = await asyncio.shield(opening)

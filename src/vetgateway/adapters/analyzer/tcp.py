@@ -23,19 +23,19 @@ import contextlib
 import logging
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from vetgateway.adapters.analyzer.runner import (
     Backoff,
+    DialledLine,
     IncidentHandler,
     MessageHandler,
-    Redialler,
     ignore_incident,
     run_line,
 )
 from vetgateway.adapters.analyzer.station import LineStation
+from vetgateway.adapters.connection_gate import ConnectionGate
 
 __all__ = ["AnalyzerLimits", "AnalyzerTcpClient", "AnalyzerTcpServer", "TcpLineStream"]
 
@@ -113,8 +113,12 @@ class AnalyzerTcpServer:
         self._clock = clock
         self._tick = tick
         self._server: asyncio.Server | None = None
-        self._per_peer: Counter[str] = Counter()
-        self._connections: set[asyncio.Task[None]] = set()
+        self._gate = ConnectionGate(
+            name="analyzer",
+            max_connections=self.limits.max_connections,
+            max_per_peer=self.limits.max_connections_per_peer,
+            on_incident=self._on_incident,
+        )
 
     @property
     def address(self) -> tuple[str, int]:
@@ -129,26 +133,14 @@ class AnalyzerTcpServer:
         if self._server is None:
             return
         self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._gate.cancel_all()
         await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        peername = writer.get_extra_info("peername") or ("?", 0)
-        peer_host = str(peername[0])
-        peer = f"{peer_host}:{peername[1]}"
-        if len(self._connections) >= self.limits.max_connections:
-            self._refuse(writer, peer, "connection limit reached")
+        admitted = self._gate.admit(writer)
+        if admitted is None:
             return
-        if self._per_peer[peer_host] >= self.limits.max_connections_per_peer:
-            self._refuse(writer, peer, "per-peer connection limit reached")
-            return
-        self._connections.add(task)
-        self._per_peer[peer_host] += 1
+        peer, peer_host = admitted
         stream = TcpLineStream(reader, writer, idle_timeout=self.limits.idle_timeout)
         log.info("analyzer connected", extra={"peer": peer})
         try:
@@ -172,24 +164,13 @@ class AnalyzerTcpServer:
         except Exception:  # our bug: close this one, keep serving the others
             log.exception("analyzer connection failed; closed", extra={"peer": peer})
         finally:
-            self._per_peer[peer_host] -= 1
-            if not self._per_peer[peer_host]:
-                del self._per_peer[peer_host]
-            self._connections.discard(task)
+            self._gate.release(peer_host)
             stream.close()
             await stream.wait_closed()
 
-    def _refuse(self, writer: asyncio.StreamWriter, peer: str, why: str) -> None:
-        log.warning("analyzer connection refused", extra={"peer": peer, "reason": why})
-        self._on_incident("connection_refused", peer, why)
-        writer.close()
 
-
-class AnalyzerTcpClient:
-    """Dials a converter that waits to be dialled, and keeps dialling it (``Redialler``).
-
-    ``connected`` tells whether a connection is up now; ``connections`` how many were made.
-    """
+class AnalyzerTcpClient(DialledLine):
+    """Dials a converter that waits to be dialled, and keeps dialling it (``Redialler``)."""
 
     def __init__(
         self,
@@ -207,32 +188,17 @@ class AnalyzerTcpClient:
         self._host = host
         self._port = port
         self._connect_timeout = connect_timeout
-        self._line = Redialler(
-            self._connect,
+        super().__init__(
             station_factory,
             handler,
             peer=f"{host}:{port}",
-            backoff=backoff or Backoff(),
+            backoff=backoff,
             on_incident=on_incident,
             clock=clock,
             tick=tick,
         )
 
-    @property
-    def connected(self) -> bool:
-        return self._line.connected
-
-    @property
-    def connections(self) -> int:
-        return self._line.connections
-
-    async def start(self) -> None:
-        self._line.start()
-
-    async def close(self) -> None:
-        await self._line.close()
-
-    async def _connect(self) -> TcpLineStream:
+    async def open_stream(self) -> TcpLineStream:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self._host, self._port), self._connect_timeout
         )

@@ -22,10 +22,10 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from vetgateway.adapters.connection_gate import ConnectionGate
 from vetgateway.adapters.mllp.framer import (
     NEED_DATA,
     ConnectionClosed,
@@ -78,8 +78,12 @@ class MllpServer:
         self._on_incident = on_incident or (lambda kind, peer, detail: None)
         self._tls = tls
         self._server: asyncio.Server | None = None
-        self._per_peer: Counter[str] = Counter()
-        self._connections: set[asyncio.Task[None]] = set()
+        self._gate = ConnectionGate(
+            name="mllp",
+            max_connections=self.limits.max_connections,
+            max_per_peer=self.limits.max_connections_per_peer,
+            on_incident=self._on_incident,
+        )
 
     @property
     def address(self) -> tuple[str, int]:
@@ -98,26 +102,14 @@ class MllpServer:
         if self._server is None:
             return
         self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._gate.cancel_all()
         await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        peername = writer.get_extra_info("peername") or ("?", 0)
-        peer_host = str(peername[0])
-        peer = f"{peer_host}:{peername[1]}"
-        if len(self._connections) >= self.limits.max_connections:
-            self._refuse(writer, peer, "connection limit reached")
+        admitted = self._gate.admit(writer)
+        if admitted is None:
             return
-        if self._per_peer[peer_host] >= self.limits.max_connections_per_peer:
-            self._refuse(writer, peer, "per-peer connection limit reached")
-            return
-        self._connections.add(task)
-        self._per_peer[peer_host] += 1
+        peer, peer_host = admitted
         try:
             if self._tls is not None and not await self._handshake(writer, peer):
                 return
@@ -127,18 +119,10 @@ class MllpServer:
         except Exception:  # our bug: no answer, close this one, keep serving the others
             log.exception("mllp handler failed; connection closed unanswered", extra={"peer": peer})
         finally:
-            self._per_peer[peer_host] -= 1
-            if not self._per_peer[peer_host]:
-                del self._per_peer[peer_host]
-            self._connections.discard(task)
+            self._gate.release(peer_host)
             writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), 5)
-
-    def _refuse(self, writer: asyncio.StreamWriter, peer: str, why: str) -> None:
-        log.warning("mllp connection refused", extra={"peer": peer, "reason": why})
-        self._on_incident("connection_refused", peer, why)
-        writer.close()
 
     async def _handshake(self, writer: asyncio.StreamWriter, peer: str) -> bool:
         assert self._tls is not None

@@ -72,6 +72,7 @@ from vetgateway.pipeline.parse.astm_readers import (
     read_test_code,
 )
 from vetgateway.pipeline.parse.astm_records import AstmRecord, read_records
+from vetgateway.pipeline.parse.demographics import demographic_kind
 from vetgateway.pipeline.parse.obx import with_comments
 from vetgateway.pipeline.parse.values import TimestampMemo
 
@@ -86,9 +87,6 @@ _REPORT_STATUS: Final = {
     "X": ReportStatus.CANCELLED,
     **dict.fromkeys(("O", "P", "I", "Q", "Y", "Z"), ReportStatus.PRELIMINARY),
 }
-_SPECIES_CODES: Final = frozenset({"SPECIES", "PATIENT SPECIES", "ANIMAL SPECIES"})
-_BREED_CODES: Final = frozenset({"BREED", "PATIENT BREED", "ANIMAL BREED"})
-_DEMOGRAPHIC_CODES: Final = _SPECIES_CODES | _BREED_CODES
 _NO_PATIENT: Final = PatientRef()
 
 
@@ -139,15 +137,14 @@ def _is_qc(order: AstmRecord, message_qc: bool, dialect: AstmDialect) -> bool:
     return False
 
 
-def _demographic(obs: Observation, group: _PatientGroup) -> None:
+def _demographic(obs: Observation, kind: str, group: _PatientGroup) -> None:
     """Fill the group's species or breed from a result naming one, if still unknown."""
-    keys = {obs.code.upper(), (obs.code_text or "").upper()}
     text = obs.value_text.strip()
     if not text:
         return
-    if keys & _SPECIES_CODES and group.species is None:
+    if kind == "species" and group.species is None:
         group.species = Coded(None, text, None)
-    elif keys & _BREED_CODES and group.breed is None:
+    elif kind == "breed" and group.breed is None:
         group.breed = Coded(None, text, None)
 
 
@@ -259,10 +256,9 @@ def parse_astm(raw: bytes, dialect: AstmDialect = DEFAULT_DIALECT) -> AnalyzerMe
                     location=rec.location(3),
                 )
             obs = read_result(rec, dialect, timestamps)
-            if obs.code.upper() in _DEMOGRAPHIC_CODES or (
-                (obs.code_text or "").upper() in _DEMOGRAPHIC_CODES
-            ):
-                _demographic(obs, group)
+            demographic = demographic_kind(obs)
+            if demographic is not None:
+                _demographic(obs, demographic, group)
             order.observations.append(obs)
             notes = None
         elif kind == "C":

@@ -64,6 +64,7 @@ from vetgateway.model import (
     Report,
     ReportStatus,
 )
+from vetgateway.pipeline.parse.demographics import demographic_kind
 from vetgateway.pipeline.parse.er7 import Segment, parse_er7
 from vetgateway.pipeline.parse.obx import read_coded, read_observation, with_comments
 from vetgateway.pipeline.parse.pid import read_patient
@@ -78,9 +79,6 @@ _REPORT_STATUS: Final = {
     "X": ReportStatus.CANCELLED,
     **dict.fromkeys(("O", "I", "S", "A", "P", "R", "Y", "Z"), ReportStatus.PRELIMINARY),
 }
-_SPECIES_CODES: Final = frozenset({"SPECIES", "PATIENT SPECIES", "ANIMAL SPECIES"})
-_BREED_CODES: Final = frozenset({"BREED", "PATIENT BREED", "ANIMAL BREED"})
-_DEMOGRAPHIC_CODES: Final = _SPECIES_CODES | _BREED_CODES
 _NO_PATIENT: Final = PatientRef()  # reports before any PID (frozen, so one can be shared)
 
 
@@ -117,14 +115,12 @@ def _nte_text(seg: Segment) -> str:
     return "\n".join(seg.repetitions(3))
 
 
-def _demographic(obs: Observation) -> tuple[str | None, Coded | None]:
-    """Which patient field (``species``/``breed``) a lab's demographic OBX carries, if any."""
-    keys = {obs.code.upper(), (obs.code_text or "").upper()}  # stripped by read_observation
-    kind = "species" if keys & _SPECIES_CODES else "breed" if keys & _BREED_CODES else None
+def _demographic_value(obs: Observation) -> Coded | None:
+    """The species or breed a lab's demographic OBX carries, coded or as text."""
     if obs.value_coded is not None:
-        return kind, obs.value_coded
+        return obs.value_coded
     text = obs.value_text.strip()
-    return kind, Coded(None, text, None) if text else None
+    return Coded(None, text, None) if text else None
 
 
 def _report(builder: _ReportBuilder, patient: PatientRef, timestamps: TimestampMemo) -> Report:
@@ -192,11 +188,9 @@ def parse_oru(raw: bytes) -> ParsedMessage:
                 )
             obs = read_observation(seg, timestamps)
             # code and code_text come stripped; nearly every OBX is decided by these two lookups
-            if (
-                obs.code.upper() in _DEMOGRAPHIC_CODES
-                or (obs.code_text or "").upper() in _DEMOGRAPHIC_CODES
-            ):
-                kind, value = _demographic(obs)
+            kind = demographic_kind(obs)
+            if kind is not None:
+                value = _demographic_value(obs)
                 if kind == "species" and group.obx_species is None:
                     group.obx_species = value
                 elif kind == "breed" and group.obx_breed is None:
