@@ -9,7 +9,6 @@ connections' tasks, so a closing listener can cancel them all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -65,10 +64,11 @@ class ConnectionGate:
 
     async def cancel_all(self) -> None:
         """Cancel every admitted connection and wait for them to end."""
-        for task in list(self.tasks):
+        tasks = set(self.tasks)
+        for task in tasks:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks)
 
     def _refuse(self, writer: asyncio.StreamWriter, peer: str, why: str) -> None:
         log.warning(f"{self._name} connection refused", extra={"peer": peer, "reason": why})

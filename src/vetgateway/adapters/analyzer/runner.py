@@ -31,7 +31,6 @@ converter it dials, a serial port).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -137,10 +136,11 @@ async def run_line(
                 await line.step()
     finally:
         ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+        # ``wait``, not ``await ticker``: a cancellation of this task that arrives meanwhile
+        # (the line closing) must propagate, not be taken for the ticker's own and swallowed.
+        await asyncio.wait({ticker})
         line.report_loss()
-        if ticker.done() and not ticker.cancelled() and ticker.exception() is not None:
+        if not ticker.cancelled() and ticker.exception() is not None:
             raise cast(BaseException, ticker.exception())
 
 
@@ -323,8 +323,7 @@ class Redialler:
         if self._task is None:
             return
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await asyncio.wait({self._task})  # a cancellation of the closer itself still propagates
         self._task = None
 
     async def _keep_open(self) -> None:
