@@ -144,6 +144,22 @@ def test_split_message_one_record_per_block() -> None:
             split_message(bad)
 
 
+def test_split_message_packed_fills_frames_across_records() -> None:
+    pieces = split_message(MESSAGE, packed=True)
+    assert b"".join(text for text, _ in pieces) == MESSAGE
+    assert [len(text) for text, _ in pieces[:-1]] == [247] * (len(pieces) - 1)
+    assert [final for _, final in pieces] == [False] * (len(pieces) - 1) + [True]
+    assert len(pieces) < len(split_message(MESSAGE))
+
+
+def test_packed_sender_message_is_received_whole() -> None:
+    wire = Wire(Sender(packed=True), Receiver())
+    wire.tx.send_message(MESSAGE, 0.0)
+    wire.run(0.0)
+    assert received(wire.rx_events) == [MESSAGE]
+    assert wire.tx_events[-1] == MessageSent()
+
+
 def test_parse_frame_outcomes() -> None:
     good = ref_frame(3, b"R|1\r", final=False)
     assert parse_frame(good + b"junk") == (FrameOk(3, b"R|1\r", False), len(good))

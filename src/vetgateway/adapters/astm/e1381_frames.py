@@ -125,14 +125,19 @@ def build_frame(number: int, text: bytes, *, final: bool) -> bytes:
     return bytes((STX,)) + body + checksum(body) + bytes((CR, LF))
 
 
-def split_message(text: bytes) -> list[tuple[bytes, bool]]:
-    """Cut a message into ``(frame_text, final)`` pieces, one record per block of frames.
+def split_message(text: bytes, *, packed: bool = False) -> list[tuple[bytes, bool]]:
+    """Cut a message into ``(frame_text, final)`` pieces.
 
-    ``text`` is records each ending with CR. Each record goes in its own frames: a record of at
-    most 247 bytes (CR included) is one end frame (ETX); a longer one spans intermediate frames
-    (ETB) and ends with an end frame. This is the one-record-per-frame layout LIS2-A instruments
-    use; a receiver that treats the ETX frame as the end of an E1381 message sees one message per
-    record, one that waits for the terminator record (``L``) sees H … L (see ``e1381.Receiver``).
+    ``text`` is records each ending with CR. By default each record goes in its own frames: a
+    record of at most 247 bytes (CR included) is one end frame (ETX); a longer one spans
+    intermediate frames (ETB) and ends with an end frame. This is the one-record-per-frame layout
+    many LIS2-A instruments use; a receiver that treats the ETX frame as the end of an E1381
+    message sees one message per record, one that waits for the terminator record (``L``) sees
+    H … L (see ``e1381.Receiver``).
+
+    ``packed``: the whole message fills frames of 247 bytes regardless of record boundaries,
+    every frame but the last intermediate (ETB), the last an end frame (ETX) — the layout of
+    instruments that send a message as one E1381 message (fewer frames, fewer turn-arounds).
     """
     if not text:
         raise LinkUsageError("a message must hold at least one record")
@@ -140,9 +145,9 @@ def split_message(text: bytes) -> list[tuple[bytes, bool]]:
         raise LinkUsageError("a message must end with CR (each record ends with CR)")
     if _RESTRICTED_RE.search(text):
         raise LinkUsageError("message text holds a restricted link-layer character")
+    blocks = [text] if packed else [record + b"\r" for record in text[:-1].split(b"\r")]
     pieces: list[tuple[bytes, bool]] = []
-    for record in text[:-1].split(b"\r"):
-        data = record + b"\r"
+    for data in blocks:
         for start in range(0, len(data), MAX_TEXT):
             pieces.append((data[start : start + MAX_TEXT], start + MAX_TEXT >= len(data)))
     return pieces

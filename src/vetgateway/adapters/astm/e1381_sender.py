@@ -148,10 +148,13 @@ class Sender:
     ``send_message`` or, after a back-off, from ``check_timeouts``.
     """
 
-    def __init__(self, role: Role = Role.COMPUTER, *, max_failures: int = MAX_FAILURES) -> None:
+    def __init__(
+        self, role: Role = Role.COMPUTER, *, max_failures: int = MAX_FAILURES, packed: bool = False
+    ) -> None:
         if max_failures < 1:
             raise LinkUsageError("max_failures must be at least 1")
         self._role = role
+        self._packed = packed  # frame layout, see ``split_message``
         self._max_failures = max_failures
         self._state = _TxState.IDLE
         self._frames: list[bytes] = []
@@ -178,7 +181,7 @@ class Sender:
             raise LinkUsageError("a message is already being sent")
         self._frames = [
             build_frame(n + 1, piece, final=final)
-            for n, (piece, final) in enumerate(split_message(text))
+            for n, (piece, final) in enumerate(split_message(text, packed=self._packed))
         ]
         self._state = _TxState.WAITING
         self._deadline = now
