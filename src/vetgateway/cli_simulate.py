@@ -122,6 +122,12 @@ def simulate_astm(
         typer.Option("--expect-replies", help="after a message with a Q record, await the answer"),
     ] = False,
     reply_timeout: Annotated[float, typer.Option(help="seconds to await each answer")] = 30.0,
+    packed: Annotated[
+        bool,
+        typer.Option(
+            "--packed", help="send each message in full 247-byte frames, not a record per frame"
+        ),
+    ] = False,
     ignore_checksums: Annotated[
         bool, typer.Option("--ignore-checksums", help="keep framed frames with a wrong checksum")
     ] = False,
@@ -174,6 +180,7 @@ def simulate_astm(
         expect_replies=expect_replies,
         reply_timeout=reply_timeout,
         time_scale=time_scale,
+        packed=packed,
     )
     try:
         simulator = Simulator(endpoint, messages, options, on_received=received, on_outcome=outcome)

@@ -424,14 +424,15 @@ def test_gateway_dials_a_converter_that_waits_with_the_simulator_behind_it(
     tmp_path: Path, store: Database
 ) -> None:
     """The other TCP direction: the simulator listens like a converter in server mode, the
-    gateway dials it (``connection = "tcp_client"``) and the messages flow back over that call."""
+    gateway dials it (``connection = "tcp_client"``) and the messages flow back over that call,
+    here in the packed frame layout (a message in full 247-byte frames, records cut anywhere)."""
     with socket.socket() as probe:  # a free port for the simulator to listen on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     simulator = subprocess.Popen(
         [
             *(VETGATEWAY, "simulate", "astm", "--time-scale", "30"),
-            *("--listen", f"127.0.0.1:{port}", "--fault", "garbage@1"),
+            *("--listen", f"127.0.0.1:{port}", "--fault", "garbage@1", "--packed"),
             *(str(HORIBA_CBC), str(HORIBA_QC)),
         ],
         stdout=subprocess.PIPE,

@@ -75,6 +75,7 @@ class SimulatorOptions:
     time_scale: float = 1.0  # protocol seconds per real second (tests only; see the docstring)
     max_reconnects: int = 3  # per message, after a drop or a lost line
     reconnect_delay: float = 1.0  # real seconds between two failed attempts to reconnect
+    packed: bool = False  # fill 247-byte frames across records (e1381_frames.split_message)
 
 
 class _LineGone(Exception):
@@ -211,7 +212,9 @@ class Simulator:
                 "cannot see a serial line being cut"
             )
         schedule = [m for _ in range(opts.repeat) for m in self._messages]
-        plan = plan_faults(opts.faults, [len(split_message(m)) for m in schedule], opts.seed)
+        plan = plan_faults(
+            opts.faults, [len(split_message(m, packed=opts.packed)) for m in schedule], opts.seed
+        )
         loop = asyncio.get_running_loop()
         start = loop.time()
         self._clock = lambda: (loop.time() - start) * opts.time_scale
@@ -332,7 +335,7 @@ class Simulator:
 
     async def _open(self) -> _Connection:
         line = await self._endpoint.open()
-        station = InstrumentStation(self._report.stats, self._received)
+        station = InstrumentStation(self._report.stats, self._received, packed=self._options.packed)
         return _Connection(line, station, self._clock, self._changed)
 
     def _received(self, text: bytes) -> None:

@@ -70,8 +70,9 @@ class InstrumentStation:
         on_received: Callable[[bytes], None],
         *,
         receiver_timeout: float = RECEIVER_TIMEOUT,
+        packed: bool = False,
     ) -> None:
-        self.sender = Sender(Role.INSTRUMENT)
+        self.sender = Sender(Role.INSTRUMENT, packed=packed)
         self.receiver = Receiver(timeout=receiver_timeout)
         self.outcome: SendOutcome | None = None
         self.drop_requested = False
