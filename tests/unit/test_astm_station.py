@@ -152,6 +152,41 @@ def test_queued_replies_wait_for_the_neutral_line_then_go_one_by_one() -> None:
     assert gateway.idle
 
 
+def test_receiver_interrupt_asks_for_the_line_when_an_answer_waits() -> None:
+    """Opt-in: the completing frame of a stored message is answered EOT, not ACK, while a reply
+    of ours waits; the peer takes it as the ACK of that frame and yields (LIS1-A §6.3)."""
+    gateway, peer = station(interrupt_to_reply=True), Peer()
+    peer.tx.send_message(RESULT, 0.0)
+    events: list[StationEvent] = []
+    while MessageReceived(RESULT) not in events:
+        gateway.receive_data(peer.output(), 0.0)
+        events += drain(gateway)
+        peer.feed(gateway.data_to_send(), 0.0)
+    gateway.send_message(ANSWER, 0.0)
+    gateway.message_stored(0.0)
+    assert gateway.data_to_send() == EOT  # the receiver interrupt, in place of the ACK
+    peer.feed(EOT, 0.0)
+    assert peer.tx_events[-1] == MessageSent()  # EOT to its last frame counts as the ACK
+    run(gateway, peer, 0.0)
+    assert peer.received == [ANSWER]
+    assert gateway.idle
+
+
+def test_no_receiver_interrupt_unless_asked_for_or_without_an_answer() -> None:
+    for gateway, answer in ((station(), True), (station(interrupt_to_reply=True), False)):
+        peer = Peer()
+        peer.tx.send_message(RESULT, 0.0)
+        events: list[StationEvent] = []
+        while MessageReceived(RESULT) not in events:
+            gateway.receive_data(peer.output(), 0.0)
+            events += drain(gateway)
+            peer.feed(gateway.data_to_send(), 0.0)
+        if answer:
+            gateway.send_message(ANSWER, 0.0)
+        gateway.message_stored(0.0)
+        assert gateway.data_to_send() == ACK
+
+
 def test_peer_enq_right_after_our_last_ack_is_answered_after_our_eot() -> None:
     gateway = station()
     gateway.send_message(ANSWER, 0.0)

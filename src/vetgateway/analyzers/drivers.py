@@ -50,6 +50,9 @@ class Driver:
     model: str  # the device row's model: manufacturer and model as a person would write them
     source: str | None = None  # the code map's source key; None: the sender id (H-5)
     message_end: MessageEnd = MessageEnd.TERMINATOR_RECORD
+    # Ask the analyzer for the line when a host-query answer waits (LIS1-A receiver interrupt);
+    # only for models known to honour it.
+    interrupt_to_reply: bool = False
     dialect: AstmDialect | None = None
     framing: TextFraming | None = None
     template: TextTemplate | None = None
@@ -62,7 +65,7 @@ class Driver:
         """A fresh line station for one connection or port opening."""
         if self.framing is not None:
             return PlainTextFramer(self.framing)
-        return AstmStation(message_end=self.message_end)
+        return AstmStation(self.message_end, interrupt_to_reply=self.interrupt_to_reply)
 
     def parse(self, raw: bytes) -> AnalyzerMessage:
         """The stored message in canonical form; raises ``ParseError``."""

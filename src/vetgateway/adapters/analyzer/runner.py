@@ -213,13 +213,15 @@ class _Line:
             self.station.message_refused(self.clock())
             return
         now = self.clock()
-        self.station.message_stored(now)
-        await self.flush()  # the ACK goes before anything the replies may start
+        # Replies are queued first (they wait for a neutral line), so the station knows of them
+        # when it answers the completing frame (a receiver interrupt may ask for the line).
         for reply in delivery.replies:
             try:
                 self.station.send_message(reply, now)
             except LinkUsageError:  # a reply we cannot frame is our bug; the rest still go
                 log.exception("analyzer reply not sendable; dropped", extra={"peer": self.peer})
+        self.station.message_stored(now)
+        await self.flush()
 
     def note(self, event: object) -> None:
         peer = self.peer

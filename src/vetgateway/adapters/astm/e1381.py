@@ -93,6 +93,7 @@ HELD_BUFFER_LIMIT: Final = 1024
 _FRAME_START_RE: Final = re.compile(bytes((ord("["), STX, EOT, ord("]"))))
 _ACK: Final = bytes((ACK,))
 _NAK: Final = bytes((NAK,))
+_EOT: Final = bytes((EOT,))
 _ENQ: Final = bytes((ENQ,))
 
 
@@ -274,10 +275,16 @@ class Receiver:
         self._out.clear()
         return out
 
-    def message_stored(self, now: float) -> None:
-        """The last ``MessageReceived`` is durably stored: ACK its completing frame (rule 5)."""
+    def message_stored(self, now: float, *, interrupt: bool = False) -> None:
+        """The last ``MessageReceived`` is durably stored: ACK its completing frame (rule 5).
+
+        ``interrupt``: reply EOT instead, a receiver interrupt (LIS1-A §6.3, receiver
+        interrupts): as positive as an ACK for that frame, and a request that the sender stop
+        and give us the line (we have something to send). The sender may honour it with EOT or
+        go on with its next frame; either is handled as usual.
+        """
         self._last_number = self._take_held()
-        self._out += _ACK
+        self._out += _EOT if interrupt else _ACK
         self._text = b""
         self._resume(now)
 

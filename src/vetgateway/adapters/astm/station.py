@@ -21,7 +21,12 @@ half-duplex line, so it runs one of each and arbitrates between them as LIS1-A ย
    ``send_retry_delay`` seconds, at most ``send_attempts`` times in all; then
    ``MessageUndeliverable`` is emitted and the next message goes. A full queue refuses the new
    message the same way (reason ``queue_full``).
-5. **Line errors** (RELIABILITY R32). ``alarm_after`` frames rejected in a row (``FrameRejected``:
+5. **Receiver interrupt** (LIS1-A ยง6.3), opt-in (``interrupt_to_reply``): when a message is
+   stored while one of ours waits (a host-query answer), its completing frame is answered EOT
+   instead of ACK, asking the analyzer to yield the line so the answer goes at once rather than
+   after the analyzer's whole batch. Off by default: an analyzer that mishandles the request
+   might resend the message.
+6. **Line errors** (RELIABILITY R32). ``alarm_after`` frames rejected in a row (``FrameRejected``:
    noise, framing or checksum errors) emit one ``LinkAlarm``; any good frame resets the count,
    so the next run of errors alarms again.
 
@@ -119,6 +124,7 @@ class AstmStation:
         send_attempts: int = SEND_ATTEMPTS,
         send_retry_delay: float = SEND_RETRY_DELAY,
         max_queued: int = MAX_QUEUED,
+        interrupt_to_reply: bool = False,
     ) -> None:
         if alarm_after < 1 or send_attempts < 1 or max_queued < 1:
             raise LinkUsageError("alarm_after, send_attempts and max_queued must be at least 1")
@@ -130,6 +136,7 @@ class AstmStation:
         self._send_attempts = send_attempts
         self._send_retry_delay = send_retry_delay
         self._max_queued = max_queued
+        self._interrupt_to_reply = interrupt_to_reply
         self._queue: deque[_Outgoing] = deque()
         self._current: _Outgoing | None = None
         self._rejected = 0
@@ -183,8 +190,10 @@ class AstmStation:
             self._collect_sender(now)
 
     def message_stored(self, now: float) -> None:
-        """The last ``MessageReceived`` is durably stored: its completing frame is ACKed."""
-        self._receiver.message_stored(now)
+        """The last ``MessageReceived`` is durably stored: its completing frame is ACKed (or,
+        with ``interrupt_to_reply`` and a message of ours waiting, answered EOT: rule 5)."""
+        interrupt = self._interrupt_to_reply and self.unsent_messages > 0
+        self._receiver.message_stored(now, interrupt=interrupt)
         self._collect_receiver()
 
     def message_refused(self, now: float) -> None:
