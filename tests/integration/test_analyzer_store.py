@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -24,7 +25,7 @@ from vetgateway.analyzers.drivers import DRIVERS
 from vetgateway.analyzers.hours import parse_opening_hours
 from vetgateway.analyzers.lines import check_analyzers
 from vetgateway.analyzers.silence import SilenceWatch, is_silent
-from vetgateway.errors import StorageUnavailable
+from vetgateway.errors import StorageError, StorageUnavailable
 from vetgateway.model import Sex
 from vetgateway.pipeline.mapping import CatalogueEntry, MappingRule, MappingTable, map_observations
 from vetgateway.pipeline.pager import Pager
@@ -162,6 +163,37 @@ def test_a_removed_analyzer_is_deactivated_then_reactivated(db: Database) -> Non
     assert devices(db)["Haematology"].active is True
     assert audit_actions(db, "device")[-1] == ("device.configured", str(haem_id))
     assert len(rows(db, m.Device)) == 3
+
+
+def test_gateways_syncing_one_config_at_once_create_each_device_once(db: Database) -> None:
+    barrier = threading.Barrier(4)
+    errors: list[Exception] = []
+
+    def start_a_gateway() -> None:
+        try:
+            barrier.wait(timeout=10)
+            sync(db, (CHEM, HAEM, LYTES))
+        except Exception as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start_a_gateway) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    live = rows(db, m.Device, m.Device.deleted_at.is_(None))
+    assert sorted(d.name for d in live) == sorted(c.name for c in (CHEM, HAEM, LYTES))
+    duplicate = m.Device(
+        name=CHEM.name, kind=m.DeviceKind.ANALYZER, protocol=m.DeviceProtocol.ASTM, connection={}
+    )
+
+    def insert_another() -> None:
+        with db.session() as s:
+            s.add(duplicate)
+
+    with pytest.raises(StorageError, match=r"(?i)unique"):
+        insert_another()
 
 
 def test_last_seen_only_moves_forward(db: Database) -> None:

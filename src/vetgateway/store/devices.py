@@ -74,8 +74,11 @@ def sync_devices(
 
     ``protocols`` gives each analyzer's protocol by name (from its driver), ``clinics`` the
     clinic ids by code, ``models`` the analyzer model its driver is for. Changes are audited
-    (``device.configured`` / ``device.deactivated``).
+    (``device.configured`` / ``device.deactivated``). On PostgreSQL the sync holds a transaction
+    lock, so gateways starting together take turns (a unique index backs it on both dialects).
     """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended('devices', 0))"))
     existing = {
         d.name: d
         for d in session.scalars(

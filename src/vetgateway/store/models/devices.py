@@ -37,6 +37,17 @@ class Device(UuidKey, Timestamps, SoftDelete, Base):
     """One connected device and how to talk to it."""
 
     __tablename__ = "devices"
+    # One live device per name: the config names analyzers, and two gateways syncing the same
+    # config at once must not create one twice (``store.devices.sync_devices``).
+    __table_args__ = (
+        sa.Index(
+            "uq_devices_name_live",
+            "name",
+            unique=True,
+            postgresql_where=sa.text("deleted_at IS NULL"),
+            sqlite_where=sa.text("deleted_at IS NULL"),
+        ),
+    )
 
     clinic_id: Mapped[uuid.UUID | None] = mapped_column(
         sa.ForeignKey("clinics.id", ondelete="SET NULL"), index=True
