@@ -3,6 +3,7 @@ after the timeout, retries and fallback contacts while escalation goes on, the r
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from vetgateway.adapters.notify import Channel, Notification
 from vetgateway.errors import DeliveryError
 from vetgateway.pipeline.pager import Pager
 from vetgateway.store import alerts as alert_store
+from vetgateway.store.clinics import Refused, create_clinic
 from vetgateway.store.db import Database
 from vetgateway.store.models import (
     AcknowledgementVia,
@@ -273,3 +275,22 @@ def test_nobody_on_call_is_audited_and_retried(db: Database) -> None:
                 sa.select(AuditEntry.action).where(AuditEntry.entity_id == str(alert_id))
             ).all()
         )
+
+
+def test_a_clinic_with_nobody_on_call_falls_back_to_the_default_clinics_rota(
+    db: Database, rota_file: Path
+) -> None:
+    """A critical value for a clinic that is closed (no rota entry now) must still reach
+    someone: the default clinic's on-call veterinarian is paged."""
+    load_rota(db, rota_file)
+    with db.session() as s:
+        closed = create_clinic(s, code="branch", name="Branch", timezone="UTC", actor="test")
+        assert not isinstance(closed, Refused)
+    clock = Clock(T0)
+    sms = Recording(PageChannel.SMS)
+    pager = make_pager(db, clock, {PageChannel.SMS: sms})
+    finding = dataclasses.replace(seed_finding(db), clinic_id=closed.id)
+    alert_id, _ = raise_at(db, finding, T0)
+    assert pager.run_due() == 2
+    assert [n.target for n in sms.sent] == ["+15550001"]  # main's primary
+    assert load(db, alert_id).clinic_id == closed.id  # the alert still names its clinic

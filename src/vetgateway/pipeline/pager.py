@@ -5,8 +5,9 @@ a slow channel:
 
 1. **Escalate.** Claim open alerts with ``next_action_at <= now`` (PostgreSQL: ``FOR UPDATE SKIP
    LOCKED``, so several pagers may run), plan with ``escalation.next_actions`` on the rota of the
-   alert's clinic (else ``default_clinic``), insert one ``pending`` page per planned page, move
-   ``level`` / ``next_action_at`` on, audit ``alert.escalated``; commit.
+   alert's clinic (else, or when nobody is on call there now, ``default_clinic``), insert one
+   ``pending`` page per planned page, move ``level`` / ``next_action_at`` on, audit
+   ``alert.escalated``; commit.
 2. **Deliver.** Claim pending pages whose ``next_attempt_at`` has passed, count the attempt and
    push ``next_attempt_at`` out by the retry delay — a lease: if this process dies, the page is
    due again when it runs out. Commit; then call the channel *outside* any transaction, then
@@ -180,6 +181,11 @@ class Pager:
     ) -> int:
         clinic_id = alert.clinic_id or default_id
         rota = rota_at(session, clinic_id, now) if clinic_id is not None else {}
+        if default_id is not None and clinic_id != default_id and not any(rota.values()):
+            # Nobody on call at the alert's own clinic right now (closed, or no rota yet): a
+            # critical value must still reach someone, so the default clinic's rota is paged.
+            clinic_id = default_id
+            rota = rota_at(session, default_id, now)
         snapshot = AlertSnapshot(alert.level, alert.state, alert.next_action_at)
         plan = next_actions(
             snapshot, rota, now=now, timeout=self._timeout, channels=self._channels.keys()
