@@ -83,6 +83,8 @@ def run() -> None:
     _load_oncall(settings, db)
     try:
         asyncio.run(Gateway(settings, db).serve())
+    except ConfigError as exc:  # e.g. an analyzer with an unknown driver or clinic
+        _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot listen: {exc}", code=1)
     finally:

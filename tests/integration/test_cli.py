@@ -46,6 +46,24 @@ def test_a_bad_setting_stops_with_one_line_naming_it(
     assert f"VETGATEWAY_{setting.upper()}" in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("analyzer", "says"),
+    [
+        ({"name": "Chem", "sender_id": "C1", "driver": "acme_9000"}, "unknown analyzer driver"),
+        ({"name": "Chem", "sender_id": "C1", "clinic": "nowhere"}, "no clinic 'nowhere'"),
+    ],
+)
+def test_an_analyzer_that_cannot_work_stops_run_with_one_line(
+    tmp_path: Path, analyzer: dict[str, str], says: str
+) -> None:
+    env = environment(tmp_path, analyzers=json.dumps([analyzer]))
+    result = vetgateway("run", env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert says in lines[-1]
+    assert "Traceback" not in result.stderr
+
+
 def test_a_bad_config_file_is_named(tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text("http_port = [not toml")
