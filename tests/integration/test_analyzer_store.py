@@ -249,7 +249,8 @@ def qc_setup(db: Database) -> dict[str, Any]:
         raw = HORIBA_QC.read_bytes()
         meta = MessageMeta(sender="Haematology", message_type="ASTM")
         ids["message"] = inbox.accept(raw, "astm", "serial:/dev/ttyUSB0", meta)
-        ids["message2"] = inbox.accept(raw + b"\r", "astm", "serial:/dev/ttyUSB0", meta)
+        for n in (2, 3, 4):  # other messages (their bytes differ by trailing CRs)
+            ids[f"message{n}"] = inbox.accept(raw + b"\r" * (n - 1), "astm", "serial:x", meta)
     finally:
         inbox.close()
     return ids
@@ -314,8 +315,16 @@ def test_qc_is_written_once_per_message(db: Database, qc_setup: dict[str, Any]) 
     assert len(rows(db, m.QcRun)) == 2
     assert len(rows(db, m.QcResult)) == 6
     assert save(db, qc_setup) == []  # no runs: nothing written, not even for a new message
-    assert len(save(db, qc_setup, qc_input(qc_setup), message="message2")) == 1
+    # The analyzer sent the same run again in a new message (its ACK was lost): counted once.
+    assert save(db, qc_setup, qc_input(qc_setup), message="message2") == []
+    later = qc_input(qc_setup).run.run_at + timedelta(hours=8)
+    assert len(save(db, qc_setup, qc_input(qc_setup, run_at=later), message="message2")) == 1
     assert len(rows(db, m.QcRun)) == 3
+    # Without the analyzer's own time a run cannot be told from a resend: both are kept.
+    undated = qc_input(qc_setup, run_at=None, sample_id="QX-U")
+    save(db, qc_setup, undated, message="message3")
+    save(db, qc_setup, undated, message="message4")
+    assert len(rows(db, m.QcRun, m.QcRun.sample_id == "QX-U")) == 2
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,10 @@ lot number (for that control material, when the material's name is the control a
 verdict starts ``pending``: Westgard evaluation and review are their own step.
 
 Exactly once: the message row is locked by the caller's transaction and runs are written only while
-it is still ``received``, and a message that already has runs gets none again.
+it is still ``received``, and a message that already has runs gets none again. An analyzer that
+sends a run again (its ACK was lost, so it resent the message, stored as a new one) gets it
+counted once: a run dated by the analyzer with the same device, sample and control is skipped, so
+Westgard statistics never see a control twice.
 """
 
 from __future__ import annotations
@@ -47,6 +50,22 @@ def _lot_id(session: Session, run: QcRunIn) -> uuid.UUID | None:
     return ids[0] if len(ids) == 1 else None  # two lots with that number: a person decides
 
 
+def _already_stored(session: Session, row: QcRun) -> bool:
+    """A live run of the same device, sample, control and analyzer time exists."""
+    found = session.scalar(
+        sa.select(QcRun.id)
+        .where(
+            QcRun.device_id.is_not_distinct_from(row.device_id),
+            QcRun.sample_id.is_not_distinct_from(row.sample_id),
+            QcRun.control.is_not_distinct_from(row.control),
+            QcRun.run_at == row.run_at,
+            QcRun.deleted_at.is_(None),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 def save_qc_runs(
     session: Session,
     *,
@@ -72,6 +91,8 @@ def save_qc_runs(
             control=run.control.strip()[:200] or None if run.control else None,
             lot_number=run.lot.strip()[:64] or None if run.lot else None,
         )
+        if run.run_at is not None and _already_stored(session, row):
+            continue  # the analyzer sent the same run again (its ACK was lost): counted once
         session.add(row)
         session.flush()
         session.add_all(
