@@ -11,19 +11,31 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast, get_args
 from urllib.parse import urlsplit
 
 import pika
 import sqlalchemy as sa
 
+from vetgateway.event_loop import EventLoopChoice, loop_name
+
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 VETGATEWAY = str(Path(sys.executable).with_name("vetgateway"))
+# Every bench process (clients, bare servers, gateways) runs on the loop ``vetgateway run`` would
+# pick with this setting, so a baseline never differs from the gateway by its event loop.
+LOOP: EventLoopChoice = "auto"
+if (_choice := os.environ.get("VETGATEWAY_EVENT_LOOP", "auto")) in get_args(EventLoopChoice):
+    LOOP = cast(EventLoopChoice, _choice)
+else:
+    sys.exit(f"VETGATEWAY_EVENT_LOOP={_choice!r}: use one of {get_args(EventLoopChoice)}")
+LOOP_NAME = loop_name(LOOP)
 
 
 def gateway_env(data_dir: Path, **settings: str) -> dict[str, str]:
     """This environment without VETGATEWAY_* settings, then ``settings``; every port 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VETGATEWAY_")}
     env["VETGATEWAY_DATA_DIR"] = str(data_dir)
+    env["VETGATEWAY_EVENT_LOOP"] = LOOP
     ports = {"http_port": "0", "mllp_port": "0", "astm_port": "0", "dicom_port": "0"}
     env |= {f"VETGATEWAY_{k.upper()}": v for k, v in (ports | settings).items()}
     return env

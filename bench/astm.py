@@ -27,7 +27,9 @@ message with its own sample number, so every message is a distinct row.
   time (user + system, all its threads) over that window. A paced line carries less than
   11,520 B/s, since each frame waits for its ACK; the estimate is also shown at the achieved rate.
 
-Servers and clients each run in a process of their own; "gateway CPU" is only the gateway
+Servers and clients each run in a process of their own, all on the event loop the gateway picks
+(``VETGATEWAY_EVENT_LOOP``, default uvloop where installed), so the bare receiver is the same loop
+without the link or the store; "gateway CPU" is only the gateway
 process's CPU. The machine's cores are shared by all of them: a client CPU near 100 % means the
 client set the pace of the throughput lines, not the server. Goal (issue text): 32 analyzers at
 115,200 baud on one core, using under 10 % of it.
@@ -52,7 +54,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from _processes import postgres_database
+from _processes import LOOP, LOOP_NAME, postgres_database
+from vetgateway import event_loop
 from vetgateway.adapters.analyzer.intake import AnalyzerIntake
 from vetgateway.adapters.analyzer.tcp import AnalyzerLimits, AnalyzerTcpServer
 from vetgateway.adapters.astm.e1381 import NEED_DATA, MessageEnd, Role
@@ -272,7 +275,7 @@ def client_main(control: Connection) -> None:
         if command == "stop":
             return
         _, address, plan = command
-        control.send(asyncio.run(run_plan(control, address, plan)))
+        control.send(event_loop.run(run_plan(control, address, plan), LOOP))
 
 
 # --- the servers (one process each) -------------------------------------------------------------
@@ -337,7 +340,7 @@ def bare_main(control: Connection) -> None:
         assert server is not None
         server.close()
 
-    asyncio.run(serve(control, start, close, dict))
+    event_loop.run(serve(control, start, close, dict), LOOP)
 
 
 def gateway_main(control: Connection, database_url: str, analyzers: int, log_level: str) -> None:
@@ -385,7 +388,7 @@ def gateway_main(control: Connection, database_url: str, analyzers: int, log_lev
                 return {str(status): n for status, n in session.execute(query)}
 
         try:
-            asyncio.run(serve(control, start, server.close, count))
+            event_loop.run(serve(control, start, server.close, count), LOOP)
         finally:
             inbox.close()
             db.dispose()
@@ -590,7 +593,8 @@ def main() -> None:
         f"astm bench: {FIXTURE.name}, {len(text):,} B, {records} records,"
         f" {framed_size(text):,} B framed ({framed_size(text, packed=True):,} packed);"
         f" {args.analyzers} analyzers x {args.messages} messages;"
-        f" {os.cpu_count()} CPU cores shared by client and server processes",
+        f" {os.cpu_count()} CPU cores shared by client and server processes;"
+        f" {LOOP_NAME} event loop",
         flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:

@@ -12,7 +12,9 @@ order), and measures from the *scheduled* time to the ACK, so a stall is not hid
 slowing down with it.
 
 The gateway and the bare server each run in a process of their own; the client is one asyncio
-process using transports and protocols, not streams. Each line shows the client's CPU use: near
+process using transports and protocols, not streams. All three run on the event loop the gateway
+picks (``VETGATEWAY_EVENT_LOOP``, default uvloop where installed), so the bare server is the same
+loop without the store. Each line shows the client's CPU use: near
 100 % means the client, not the server, set the pace. Goals (issue 3): PostgreSQL with 16 senders
 >= 5,000 durable ACKs/s and >= 0.25x the bare server; p99 ACK latency < 20 ms at 1,000 msg/s.
 """
@@ -34,12 +36,15 @@ from pathlib import Path
 
 from _processes import (
     ADMIN_URL,
+    LOOP,
+    LOOP_NAME,
     VETGATEWAY,
     gateway_env,
     postgres_database,
     process_listening,
     split,
 )
+from vetgateway import event_loop
 
 START, END = b"\x0b", b"\x1c\r"
 SENDERS = (1, 16)
@@ -250,18 +255,20 @@ def gateway(database_url: str, data_dir: Path) -> Iterator[tuple[str, int]]:
 def measure_throughput(
     address: tuple[str, int], senders: int, seconds: float
 ) -> tuple[float, float]:
-    asyncio.run(closed_loop(address, senders, 0.5, "W"))  # warm-up: connections, caches, JIT-free
+    event_loop.run(
+        closed_loop(address, senders, 0.5, "W"), LOOP
+    )  # warm-up: connections, caches, JIT-free
     with cpu_meter() as cpu:
-        rate = asyncio.run(closed_loop(address, senders, seconds, "T"))
+        rate = event_loop.run(closed_loop(address, senders, seconds, "T"), LOOP)
     return rate, cpu[0]
 
 
 def measure_latency(
     address: tuple[str, int], rate: float, seconds: float
 ) -> tuple[float, float, float, int, float]:
-    asyncio.run(open_loop(address, rate, 0.5, "w"))
+    event_loop.run(open_loop(address, rate, 0.5, "w"), LOOP)
     with cpu_meter() as cpu:
-        p50, p99, worst, not_aa = asyncio.run(open_loop(address, rate, seconds, "L"))
+        p50, p99, worst, not_aa = event_loop.run(open_loop(address, rate, seconds, "L"), LOOP)
     return p50, p99, worst, not_aa, cpu[0]
 
 
@@ -273,13 +280,13 @@ def main() -> None:
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
-        asyncio.run(serve_bare())
+        event_loop.run(serve_bare(), LOOP)
         return
 
     size = len(oru_r01("T0000000-0-0"))
     print(
         f"mllp bench: {size} B ORU^R01 (20 OBX), {args.seconds:g} s per measurement;"
-        f" {os.cpu_count()} CPU cores shared by client and server processes"
+        f" {os.cpu_count()} CPU cores shared by client and server processes; {LOOP_NAME} event loop"
     )
     rates: dict[tuple[str, int], float] = {}
     with bare_server() as address:

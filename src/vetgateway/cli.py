@@ -3,7 +3,6 @@ setting stops it with one line naming the setting (exit code 2)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -12,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from vetgateway import event_loop
 from vetgateway.cli_simulate import simulate_app
 from vetgateway.cli_support import fail as _fail
 from vetgateway.cli_support import load_settings_or_fail as _settings
@@ -82,7 +82,7 @@ def run() -> None:
     _ensure_catalogue(db)
     _load_oncall(settings, db)
     try:
-        asyncio.run(Gateway(settings, db).serve())
+        event_loop.run(Gateway(settings, db).serve(), settings.event_loop)
     except ConfigError as exc:  # e.g. an analyzer with an unknown driver or clinic
         _fail(str(exc))
     except OSError as exc:

@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from vetgateway.analyzers.config import AnalyzerConfig, ContactConfig
 from vetgateway.errors import ConfigError
+from vetgateway.event_loop import EventLoopChoice
 
 ENV_PREFIX = "VETGATEWAY_"
 
@@ -67,6 +68,8 @@ class Settings(BaseSettings):
     astm_port: Port = Field(default=5001, ge=0, le=65535)
     dicom_port: Port = Field(default=11112, ge=0, le=65535)
     log_level: str = "INFO"
+    # auto: uvloop where installed, else asyncio's loop (see event_loop.py)
+    event_loop: EventLoopChoice = "auto"
     # HL7 v2 over MLLP (see adapters/mllp/server.py for what each limit guards against)
     mllp_max_message_size: int = Field(default=16 * 1024 * 1024, ge=1024)
     mllp_frame_timeout: float = Field(default=30.0, gt=0)

@@ -90,6 +90,7 @@ class Gateway:
     async def serve(self) -> None:
         """Run until ``stop()`` or a termination signal, then shut everything down in order."""
         loop = asyncio.get_running_loop()
+        log.info("event loop", extra={"loop": type(loop).__module__.split(".")[0]})
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         if self.pipeline.worker is not None:

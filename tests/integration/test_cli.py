@@ -34,6 +34,7 @@ def vetgateway(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
         ("http_port", "70000"),
         ("broker_url", "kafka://x"),
         ("database_url", "mysql://x"),
+        ("event_loop", "trio"),
     ],
 )
 def test_a_bad_setting_stops_with_one_line_naming_it(
