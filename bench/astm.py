@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -153,8 +153,8 @@ class Instrument(asyncio.Protocol):
         self.done: asyncio.Future[None] = self.loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport on any loop (uvloop's do not subclass asyncio.Transport).
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
@@ -286,8 +286,8 @@ class BareReceiver(asyncio.Protocol):
     ENQ and LF never occur inside frame text (restricted characters), so counting is enough."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport on any loop (uvloop's do not subclass asyncio.Transport).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         acks = data.count(ENQ) + data.count(LF)

@@ -33,6 +33,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 from _processes import (
     ADMIN_URL,
@@ -81,8 +82,8 @@ def framed(control_id: str) -> bytes:
 
 class BareMllp(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport on any loop (uvloop's do not subclass asyncio.Transport).
+        self.transport = cast(asyncio.Transport, transport)
         self.buffer = bytearray()
 
     def data_received(self, data: bytes) -> None:
@@ -130,8 +131,8 @@ class Connection(asyncio.Protocol):
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport on any loop (uvloop's do not subclass asyncio.Transport).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
