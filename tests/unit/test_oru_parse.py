@@ -22,19 +22,29 @@ from vetgateway.model import (
     Coded,
     Identifier,
     Observation,
+    OrderRef,
     ParsedMessage,
+    PatientRef,
+    Report,
     ReportStatus,
     ResultStatus,
     Sex,
 )
 from vetgateway.pipeline.parse.er7 import Segment, parse_er7
-from vetgateway.pipeline.parse.obx import _Draft
-from vetgateway.pipeline.parse.oru import parse_oru
+from vetgateway.pipeline.parse.obx import _ANALYTE_LIMIT, _Draft
+from vetgateway.pipeline.parse.oru import (
+    _MessageDraft,
+    _OrderDraft,
+    _ReportDraft,
+    parse_oru,
+)
+from vetgateway.pipeline.parse.pid import _PatientDraft
 from vetgateway.pipeline.parse.values import (
     TimestampMemo,
     parse_compared,
     parse_datetime,
     parse_range,
+    read_reference,
 )
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "hl7"
@@ -545,6 +555,20 @@ def test_species_and_breed_from_pid_35_36() -> None:
     assert patient.breed == Coded("44696006", "Beagle", "SCT")
 
 
+def test_pid_read_alike_with_and_without_escapes() -> None:
+    """PID-3 and PID-5 are split directly when plain and through the accessors when escaped."""
+    plain = "PID|1||P1^^^PMS&Clinic^PI~985112345678901^^^ISO^MC||~Dog^Rex"
+    escaped = "PID|1||P1^^^PMS&Clinic^PI~98511234567890\\X31\\^^^ISO^MC||~Dog^R\\X65\\x"
+    for pid in (plain, escaped):
+        patient = parse_oru(message(pid, "OBR|1|||T^T")).reports[0].patient
+        assert patient.identifiers == (
+            Identifier("P1", "PMS", "PI"),
+            Identifier("985112345678901", "ISO", "MC"),
+        )
+        assert (patient.pms_id, patient.microchip) == ("P1", "985112345678901")
+        assert (patient.name, patient.owner_surname) == ("Rex", "Dog")
+
+
 def test_model_is_frozen() -> None:
     report = parse_oru(message("OBR|1|||T^T")).reports[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -559,6 +583,91 @@ def test_observation_draft_declares_the_model_fields() -> None:
     assert _Draft.__slots__ == Observation.__slots__
     assert typing.get_type_hints(_Draft) == typing.get_type_hints(Observation)
     assert not hasattr(Observation, "__post_init__")  # a draft never runs one
+
+
+@pytest.mark.parametrize(
+    ("draft", "model"),
+    [
+        (_OrderDraft, OrderRef),
+        (_ReportDraft, Report),
+        (_MessageDraft, ParsedMessage),
+        (_PatientDraft, PatientRef),
+    ],
+)
+def test_model_drafts_declare_the_model_fields(draft: type, model: type) -> None:
+    """The drafts of oru.py and pid.py take their model's class: same slots, same types."""
+    assert draft.__slots__ == model.__slots__
+    assert typing.get_type_hints(draft) == typing.get_type_hints(model)
+    assert not hasattr(model, "__post_init__")
+
+
+def _twin(value: object) -> object:
+    """``value`` rebuilt by its dataclass's own ``__init__`` from every field."""
+    values = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}  # type: ignore[arg-type]
+    return type(value)(**values)
+
+
+@pytest.mark.parametrize("name", ORU_FIXTURES)
+def test_reports_patients_and_messages_equal_ones_built_by_the_dataclass(name: str) -> None:
+    """Report, OrderRef, PatientRef and ParsedMessage are built from drafts: the same values."""
+    parsed = oru(name)
+    built = [parsed, *parsed.reports]
+    built += [r.order for r in parsed.reports] + [r.patient for r in parsed.reports]
+    for value in built:
+        twin = _twin(value)
+        assert value == twin
+        assert hash(value) == hash(twin)
+        assert repr(value) == repr(twin)
+        assert pickle.loads(pickle.dumps(value)) == value
+        assert dataclasses.asdict(value) == dataclasses.asdict(twin)  # type: ignore[call-overload]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, dataclasses.fields(value)[0].name, None)  # type: ignore[arg-type]
+
+
+def test_analyte_fields_read_alike_memoised_or_not() -> None:
+    """OBX-2, -3, -6 and -7 are memoised when short and plain: long or escaped ones read alike."""
+    long_text = "Glucose " + "x" * _ANALYTE_LIMIT
+    plain = single_obx(f"OBX|1|NM|GLU^{long_text}^L||5.5|mmol/L^^UCUM|3.9-7.8|N|||F")
+    short = single_obx("OBX|1|NM|GLU^Glucose^L||5.5|mmol/L^^UCUM|3.9-7.8|N|||F")
+    escaped = single_obx("OBX|1|NM|GLU^Gluc\\T\\ose^L||5.5|mmol\\F\\L^^UCUM|3.9-7.8|N|||F")
+    for obs in (plain, short, escaped, short):
+        assert (obs.code, obs.coding_system, obs.value_type) == ("GLU", "L", "NM")
+        assert (obs.reference_range, obs.range_low, obs.range_high) == (
+            "3.9-7.8",
+            Decimal("3.9"),
+            Decimal("7.8"),
+        )
+    assert plain.code_text == long_text
+    assert (short.code_text, short.unit) == ("Glucose", "mmol/L")
+    assert (escaped.code_text, escaped.unit) == ("Gluc&ose", "mmol|L")
+
+
+def test_memoised_fields_follow_each_message_delimiters() -> None:
+    """The same raw OBX-3 and OBX-5 text reads differently under other component separators."""
+    obx = "OBX|1|CE|GLU^Glucose^L||POS^Positive^L|mmol/L^^UCUM|3.9-7.8"
+    caret = single_obx(obx)
+    hash_msh = "MSH|#~\\&|ANALYZER|VETLAB|GATEWAY|CLINIC|20240105101500||ORU#R01|MSG0002|P|2.5.1"
+    raw = "\r".join((hash_msh, "PID|1||P1", "OBR|1|||CHEM", obx)).encode() + b"\r"
+    (hashed,) = parse_oru(raw).reports[0].observations
+    assert (caret.code, caret.code_text, caret.unit) == ("GLU", "Glucose", "mmol/L")
+    assert caret.value_coded == Coded("POS", "Positive", "L")
+    assert (hashed.code, hashed.code_text, hashed.unit) == ("GLU^Glucose^L", None, "mmol/L^^UCUM")
+    assert hashed.value_coded == Coded("POS^Positive^L", None, None)
+
+
+def test_empty_obx_3_raises_memoised_or_not() -> None:
+    for _ in range(2):  # the second time from the memo
+        with pytest.raises(ParseError) as info:
+            single_obx("OBX|1|NM|^^L||5.5|mmol/L")
+        assert info.value.location == "OBX[1]-3"
+
+
+def test_read_reference() -> None:
+    assert read_reference(" 3.9-7.8 ") == ("3.9-7.8", Decimal("3.9"), Decimal("7.8"))
+    assert read_reference("  ") == (None, None, None)
+    assert read_reference("<5") == ("<5", None, Decimal("5"))
+    prose = "adult dog: " + "3.9-7.8 " * 10
+    assert read_reference(prose) == (prose.strip(), None, None)
 
 
 @pytest.mark.parametrize("name", ORU_FIXTURES)

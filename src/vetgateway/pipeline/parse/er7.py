@@ -51,6 +51,7 @@ _SEGMENT_ID: Final = re.compile(r"[A-Z][A-Z0-9]{2}")
 _HEX: Final = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 _BOM: Final = b"\xef\xbb\xbf"
 _LEADING: Final = b" \t\r\n"
+_new_segment: Final = object.__new__
 
 
 class Encoding:
@@ -308,25 +309,30 @@ def parse_er7(raw: bytes, *, default_encoding: str = "utf-8") -> Er7Message:
     for line in text.split("\r"):
         fields = line.split(sep)
         name = fields[0]
-        sequence = counts.get(name, 0) + 1
-        # A name seen before is a valid ID; a blank line never gets into ``counts``.
-        if sequence == 1 and _SEGMENT_ID.fullmatch(name) is None:
-            if not line or line.isspace():
-                continue
-            number = len(segments) + 1
-            raise ParseError(
-                f"segment {number} starts {line[:12]!r}; a segment starts with a three-character "
-                f"ID such as OBX followed by {sep!r} (HL7 v2.5.1 §2.5.2)",
-                location=f"segment {number}",
-            )
-        counts[name] = sequence
-        if name == "MSH":
-            if sequence > 1:
+        sequence = counts.get(name)
+        if sequence is None:  # a name not seen before; a blank line never gets into ``counts``
+            if _SEGMENT_ID.fullmatch(name) is None:
+                if not line or line.isspace():
+                    continue
+                number = len(segments) + 1
                 raise ParseError(
-                    "a second MSH starts another message; split batches and concatenated "
-                    "messages into one message each first",
-                    location=f"MSH[{sequence}]",
+                    f"segment {number} starts {line[:12]!r}; a segment starts with a three-"
+                    f"character ID such as OBX followed by {sep!r} (HL7 v2.5.1 §2.5.2)",
+                    location=f"segment {number}",
                 )
-            fields.insert(1, sep)  # MSH-1 is the separator itself (§2.14.9.1)
-        append(Segment(name, sequence, fields, enc))
+            if name == "MSH":
+                fields.insert(1, sep)  # MSH-1 is the separator itself (§2.14.9.1)
+            counts[name] = sequence = 1
+        elif name == "MSH":
+            raise ParseError(
+                "a second MSH starts another message; split batches and concatenated "
+                "messages into one message each first",
+                location=f"MSH[{sequence + 1}]",
+            )
+        else:
+            counts[name] = sequence = sequence + 1
+        # Segment(name, sequence, fields, enc) without the call to __init__: 25 times a message.
+        seg = _new_segment(Segment)
+        seg.name, seg.sequence, seg.fields, seg.encoding = name, sequence, fields, enc
+        append(seg)
     return Er7Message(header, segments)

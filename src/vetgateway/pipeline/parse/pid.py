@@ -5,9 +5,10 @@ a report and its order name the same animal the same way. The rules are listed i
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Final
 
-from vetgateway.model import Identifier, PatientRef, Sex
+from vetgateway.model import Coded, Identifier, PatientRef, Sex
 from vetgateway.pipeline.parse.er7 import Segment
 from vetgateway.pipeline.parse.obx import read_coded
 from vetgateway.pipeline.parse.values import parse_date
@@ -24,6 +25,27 @@ _SEX: Final = {
 }
 
 
+class _PatientDraft:
+    """A PatientRef being filled in; like ``obx._Draft``, it then takes the model's class.
+
+    PatientRef's frozen ``__init__`` stores each of its ten fields through ``object.__setattr__``,
+    ten times the cost of these plain stores. The declarations are the model's, for mypy; a test
+    checks that they stay the same.
+    """
+
+    __slots__ = PatientRef.__slots__
+    pms_id: str | None
+    microchip: str | None
+    identifiers: tuple[Identifier, ...]
+    name: str | None
+    owner_surname: str | None
+    species: Coded | None
+    breed: Coded | None
+    sex: Sex | None
+    birth_date: date | None
+    comments: tuple[str, ...]
+
+
 def _opt(text: str) -> str | None:
     text = text.strip()
     return text or None
@@ -36,31 +58,43 @@ def _identifiers(pid: Segment) -> list[Identifier]:
     through the accessors, which decode each part as it is needed (and fail where it is bad).
     """
     found: list[Identifier] = []
-    enc = pid.encoding
+    fields, enc = pid.fields, pid.encoding
     for n in (2, 3, 4):
-        raw = pid.raw(n)
+        raw = fields[n] if n < len(fields) else ""
         if not raw:
             continue
-        reps = pid.repetitions(n)
-        plain = enc.escape not in raw
-        for rep, text in enumerate(reps, start=1):
-            if plain:
+        if enc.escape not in raw:
+            for text in raw.split(enc.repetition):
                 parts = [*text.split(enc.component), "", "", "", ""]
-                value = _opt(parts[0])
-                hd = parts[3].split(enc.subcomponent)
-                authority = _opt(hd[0]) or (_opt(hd[1]) if len(hd) > 1 else None)
-                type_code = _opt(parts[4])
-            else:
-                value = _opt(pid.component(n, 1, rep))
-                if value is None:
-                    continue
-                authority = _opt(pid.subcomponent(n, 4, 1, rep)) or _opt(
-                    pid.subcomponent(n, 4, 2, rep)
-                )
-                type_code = _opt(pid.component(n, 5, rep))
-            if value is not None:
-                found.append(Identifier(value, authority, type_code))
+                if value := parts[0].strip():
+                    hd = parts[3].split(enc.subcomponent)
+                    authority = _opt(hd[0]) or (_opt(hd[1]) if len(hd) > 1 else None)
+                    found.append(Identifier(value, authority, _opt(parts[4])))
+            continue
+        for rep in range(1, len(pid.repetitions(n)) + 1):
+            decoded = _opt(pid.component(n, 1, rep))
+            if decoded is None:
+                continue
+            authority = _opt(pid.subcomponent(n, 4, 1, rep)) or _opt(pid.subcomponent(n, 4, 2, rep))
+            found.append(Identifier(decoded, authority, _opt(pid.component(n, 5, rep))))
     return found
+
+
+def _name(pid: Segment) -> tuple[str | None, str | None]:
+    """PID-5's first repetition with a family or given name as (family, given), else Nones."""
+    raw, enc = pid.raw(5), pid.encoding
+    if enc.escape not in raw:  # split once; the accessors would split it once per component
+        for text in raw.split(enc.repetition) if raw else ():
+            parts = text.split(enc.component, 2)
+            family, given = _opt(parts[0]), _opt(parts[1]) if len(parts) > 1 else None
+            if family or given:
+                return family, given
+        return None, None
+    for rep in range(1, len(pid.repetitions(5)) + 1):
+        family, given = _opt(pid.component(5, 1, rep)), _opt(pid.component(5, 2, rep))
+        if family or given:
+            return family, given
+    return None, None
 
 
 def read_patient(pid: Segment) -> PatientRef:
@@ -71,22 +105,18 @@ def read_patient(pid: Segment) -> PatientRef:
     chips = [
         i for i in identifiers if i.type_code == "MC" or _MICROCHIP.fullmatch(i.value) is not None
     ]
-    name = owner = None
-    for rep in range(1, len(pid.repetitions(5)) + 1):
-        family, given = _opt(pid.component(5, 1, rep)), _opt(pid.component(5, 2, rep))
-        if family or given:
-            name = given or family
-            owner = family if given else None
-            break
+    family, given = _name(pid)
     sex_code = pid.component(8, 1).strip().upper()
-    return PatientRef(
-        pms_id=by_type[0].value if by_type else None,
-        microchip=chips[0].value if chips else None,
-        identifiers=tuple(identifiers),
-        name=name,
-        owner_surname=owner,
-        species=read_coded(pid, 35),
-        breed=read_coded(pid, 36),
-        sex=_SEX.get(sex_code, Sex.UNKNOWN) if sex_code else None,
-        birth_date=parse_date(pid.component(7, 1)),
-    )
+    patient = _PatientDraft()
+    patient.pms_id = by_type[0].value if by_type else None
+    patient.microchip = chips[0].value if chips else None
+    patient.identifiers = tuple(identifiers)
+    patient.name = given or family
+    patient.owner_surname = family if given else None
+    patient.species = read_coded(pid, 35)
+    patient.breed = read_coded(pid, 36)
+    patient.sex = _SEX.get(sex_code, Sex.UNKNOWN) if sex_code else None
+    patient.birth_date = parse_date(pid.component(7, 1))
+    patient.comments = ()
+    patient.__class__ = PatientRef  # type: ignore[assignment]  # published: see _PatientDraft
+    return patient  # type: ignore[return-value]

@@ -40,6 +40,8 @@ def parse_datetime(text: str) -> datetime | None:
             return datetime.fromisoformat(f"{text[:8]}T{text[8:] or '00'}Z")
         except ValueError:  # month 13, 30 February, hour 24 …
             return None
+    if not text:  # an empty field, as often as not (PID-7, OBX-14)
+        return None
     m = _TS.fullmatch(text.strip())
     if m is None:
         return None
@@ -110,6 +112,20 @@ def parse_range(text: str) -> tuple[Decimal | None, Decimal | None]:
 @lru_cache(maxsize=1024)
 def _memo_range(text: str) -> tuple[Decimal | None, Decimal | None]:
     return _read_range(text)
+
+
+def read_reference(text: str) -> tuple[str | None, Decimal | None, Decimal | None]:
+    """OBX-7 as (the text stripped, None when blank; low; high): ``parse_range`` and the text."""
+    return _memo_reference(text) if len(text) <= _MEMO_LIMIT else _reference(text)
+
+
+@lru_cache(maxsize=1024)
+def _memo_reference(text: str) -> tuple[str | None, Decimal | None, Decimal | None]:
+    return _reference(text)
+
+
+def _reference(text: str) -> tuple[str | None, Decimal | None, Decimal | None]:
+    return (text.strip() or None, *parse_range(text))
 
 
 def _read_range(text: str) -> tuple[Decimal | None, Decimal | None]:
