@@ -256,9 +256,8 @@ def gateway(database_url: str, data_dir: Path) -> Iterator[tuple[str, int]]:
 def measure_throughput(
     address: tuple[str, int], senders: int, seconds: float
 ) -> tuple[float, float]:
-    event_loop.run(
-        closed_loop(address, senders, 0.5, "W"), LOOP
-    )  # warm-up: connections, caches, JIT-free
+    # Warm-up: connections, caches.
+    event_loop.run(closed_loop(address, senders, 0.5, "W"), LOOP)
     with cpu_meter() as cpu:
         rate = event_loop.run(closed_loop(address, senders, seconds, "T"), LOOP)
     return rate, cpu[0]

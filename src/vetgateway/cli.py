@@ -17,6 +17,7 @@ from vetgateway.cli_support import fail as _fail
 from vetgateway.cli_support import load_settings_or_fail as _settings
 from vetgateway.config import Settings
 from vetgateway.errors import ConfigError, StorageError
+from vetgateway.heap import settle_after_startup
 from vetgateway.store import migrate
 from vetgateway.store.db import Database
 from vetgateway.store.messages import find_messages, replay_message, replay_refusal
@@ -119,6 +120,7 @@ def worker(
         signal.signal(sig, lambda *_: stop.set())
     pipeline = Pipeline(settings, db, dispatch=sweep, work=True)
     pipeline.start()
+    settle_after_startup()
     typer.echo(f"worker ready: {settings.worker_threads} threads")
     try:
         stop.wait()

@@ -29,6 +29,7 @@ from vetgateway.analyzers.lines import AnalyzerLines
 from vetgateway.api.app import create_app
 from vetgateway.config import Settings
 from vetgateway.errors import StorageError
+from vetgateway.heap import settle_after_startup
 from vetgateway.intake_metrics import IntakeMetrics
 from vetgateway.paging_metrics import PagingMetrics
 from vetgateway.pipeline.pager import Pager
@@ -104,6 +105,7 @@ class Gateway:
             self.settings, self.hl7, self.inbox, self._intake_pool
         )
         http = self._http_server()
+        settle_after_startup()  # before the first listener opens: nothing waits for it
         http_task = asyncio.create_task(http.serve(), name="http")
         try:
             await mllp.start()
