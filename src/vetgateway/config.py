@@ -90,7 +90,8 @@ class Settings(BaseSettings):
     intake_threads: int = Field(default=64, ge=1, le=1024)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     inbox_max_batch: int = Field(default=256, ge=1, le=10_000)
-    inbox_commit_slots: int = Field(default=1, ge=1, le=16)
+    # None: 2 on PostgreSQL, 1 on SQLite (store/inbox.py says why)
+    inbox_commit_slots: int | None = Field(default=None, ge=1, le=16)
     # The pipeline (pipeline/dispatch.py, pipeline/process.py): the database is the queue of
     # record; a message handed to the broker is not handed out again for ``lease`` seconds, a
     # failed attempt waits ``backoff * 2**(attempt-1)`` (at most ``backoff_max``), and after

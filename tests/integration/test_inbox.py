@@ -159,6 +159,16 @@ def test_two_commit_slots_let_a_second_batch_start_while_the_first_is_in_flight(
     assert inbox._leaders == 0
 
 
+def test_unconfigured_slots_are_two_on_postgresql_and_one_on_sqlite(db: Database) -> None:
+    inbox = Inbox(db)
+    try:
+        assert inbox._slots == (2 if db.dialect == "postgresql" else 1)
+        assert len(inbox._pins) == inbox._slots
+        assert inbox.accept(b"MSH|^~\\&|x", "t", "p") > 0
+    finally:
+        inbox.close()
+
+
 @pytest.mark.parametrize("slots", [1, 2, 3])
 def test_many_writers_many_slots_every_row_stored_once(db: Database, slots: int) -> None:
     inbox = Inbox(db, commit_slots=slots, max_batch=4)
