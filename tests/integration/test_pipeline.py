@@ -414,6 +414,50 @@ def test_a_batch_holding_a_preliminary_and_its_final_applies_them_in_order(
     assert harness.results(report.id)["CREAT"].value_text == "2.4"
 
 
+def test_a_batch_written_a_few_messages_per_transaction_keeps_order_and_atomicity(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a batch is written a few messages per transaction (``SQLITE_WRITE_CHUNK``):
+    a final two transactions after its preliminary still finds and supersedes it."""
+    processor = harness.pipeline.processor
+    monkeypatch.setattr(processor, "_write_chunk", 2)
+    transactions: list[list[int]] = []
+    real_write = processor._write
+
+    def counted(prepared: Any, plan: Any) -> Any:
+        transactions.append([p.message_id for p in prepared])
+        return real_write(prepared, plan)
+
+    monkeypatch.setattr(processor, "_write", counted)
+    harness.order("A-21")
+    final = tuple(
+        ("CREAT", "Creatinine", "2.6", "mg/dL", "0.5-1.8", "H") if r[0] == "CREAT" else r
+        for r in PANEL
+    )
+    sent = [vet_oru("K1", accession="A-21", report_status="P")]
+    sent += [vet_oru(f"K{n}", accession=f"OTHER-{n}") for n in (2, 3, 4)]
+    sent += [vet_oru("K5", accession="A-21", results=final, report_status="F")]
+    ids = [int(harness.inbox.accept(raw, "t", "p")) for raw in sent]
+    harness.drain()  # all five ids travel in one batch
+    assert transactions == [ids[0:2], ids[2:4], ids[4:5]]
+    assert [harness.message(i).error for i in ids] == [None] * 5
+    assert harness.message(ids[0]).status == MessageStatus.PROCESSED
+    assert harness.message(ids[4]).status == MessageStatus.PROCESSED
+    [report] = [r for r in harness.reports() if r.accession_number == "A-21"]
+    assert report.status.value == "final"
+    assert harness.results(report.id)["CREAT"].value_text == "2.6"
+
+
+def test_the_write_chunk_defaults_to_a_few_messages_on_sqlite_only(harness: Harness) -> None:
+    from vetgateway.pipeline.process import SQLITE_WRITE_CHUNK
+
+    chunk = harness.pipeline.processor._write_chunk
+    if harness.db.dialect == "sqlite":
+        assert chunk == SQLITE_WRITE_CHUNK
+    else:
+        assert chunk > 10_000  # the whole batch: PostgreSQL's writers share no lock
+
+
 def test_a_failing_message_does_not_hold_back_the_rest_of_its_batch(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
