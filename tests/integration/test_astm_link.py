@@ -575,6 +575,47 @@ def test_connection_limit_per_peer_refuses_and_reports(loop: Loop) -> None:
         second.close()
 
 
+def test_an_idle_connection_is_closed_when_an_idle_timeout_is_set(loop: Loop) -> None:
+    with served(loop, Recorder(), limits=AnalyzerLimits(idle_timeout=0.2)) as (address, _):
+        instrument = Instrument.dial(address)
+        establish(instrument)
+        assert instrument.sock.recv(16) == b""  # nothing more sent: closed by the gateway
+        instrument.close()
+
+
+def test_a_peer_flooding_while_its_message_is_stored_is_paused_not_buffered(loop: Loop) -> None:
+    """While the completing frame waits for its commit the gateway stops reading at a bound, so
+    TCP pushes back on the sender; once stored, the ACK goes out and the line carries on."""
+    recorder = Recorder()
+
+    async def make_gate() -> asyncio.Event:
+        return asyncio.Event()
+
+    recorder.gate = gate = loop.run(make_gate())
+    with served(loop, recorder) as (address, _):
+        instrument = Instrument.dial(address)
+        *head, last = frames(MESSAGE)
+        establish(instrument)
+        for frame in head:
+            instrument.send(frame)
+            instrument.expect(ACK)
+        instrument.send(last)
+        wait_until(recorder.entered.is_set, what="handler called")
+        flood, sent, limit = b"\x00" * 65536, 0, 256 * 1024 * 1024
+        instrument.sock.setblocking(False)
+        while sent < limit:  # until TCP refuses more: the gateway is not reading
+            if not select.select([], [instrument.sock], [], 1.0)[1]:
+                break
+            sent += instrument.sock.send(flood)
+        assert sent < limit, "the gateway kept reading while its handler was busy"
+        instrument.sock.setblocking(True)
+        instrument.sock.settimeout(10)
+        loop.call(gate.set)
+        instrument.expect(ACK)  # the completing frame, once stored
+        assert recorder.messages == [MESSAGE]
+        instrument.close()
+
+
 # --- over TCP: the client, dialling a converter ------------------------------------------
 
 

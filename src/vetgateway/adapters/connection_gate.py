@@ -12,10 +12,19 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Any, Protocol
 
 __all__ = ["ConnectionGate"]
 
 log = logging.getLogger(__name__)
+
+
+class Connection(Protocol):
+    """What the gate needs of a connection: an asyncio ``StreamWriter`` or a ``Transport``."""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 class ConnectionGate:
@@ -36,7 +45,7 @@ class ConnectionGate:
         self._per_peer: Counter[str] = Counter()
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def admit(self, writer: asyncio.StreamWriter) -> tuple[str, str] | None:
+    def admit(self, writer: Connection) -> tuple[str, str] | None:
         """Admit the connection the current task serves: ``(peer, peer_host)``, or None when it
         was refused (and closed). An admitted connection must be ``release``d when it ends."""
         peername = writer.get_extra_info("peername") or ("?", 0)
@@ -70,7 +79,7 @@ class ConnectionGate:
         if tasks:
             await asyncio.wait(tasks)
 
-    def _refuse(self, writer: asyncio.StreamWriter, peer: str, why: str) -> None:
+    def _refuse(self, writer: Connection, peer: str, why: str) -> None:
         log.warning(f"{self._name} connection refused", extra={"peer": peer, "reason": why})
         self._on_incident("connection_refused", peer, why)
         writer.close()
