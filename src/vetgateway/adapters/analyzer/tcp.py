@@ -125,7 +125,7 @@ class _LineProtocol(asyncio.Protocol):
         return data
 
     async def data_arrived(self) -> None:
-        if self.buffer or self.eof:  # arrived before this ran (``wait_for`` starts it later)
+        if self.buffer or self.eof:
             return
         self._data_waiter = asyncio.get_running_loop().create_future()
         try:
@@ -168,7 +168,8 @@ class TcpLineStream:
             if self._idle_timeout is None:
                 await protocol.data_arrived()
             else:
-                await asyncio.wait_for(protocol.data_arrived(), self._idle_timeout)
+                async with asyncio.timeout(self._idle_timeout):
+                    await protocol.data_arrived()
         if protocol.buffer:
             return protocol.take()
         if protocol.error is not None:

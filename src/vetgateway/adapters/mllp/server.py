@@ -151,7 +151,9 @@ class MllpServer:
                 frame_deadline = None
                 timeout = self.limits.idle_timeout
             try:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), max(timeout, 0))
+                # ``timeout`` arms a timer on this task; ``wait_for`` would start a task per read.
+                async with asyncio.timeout(max(timeout, 0)):
+                    data = await reader.read(READ_SIZE)
             except TimeoutError:
                 what = "frame timeout" if receiver.in_frame else "idle timeout"
                 log.warning(f"mllp {what}; closing", extra={"peer": peer})
