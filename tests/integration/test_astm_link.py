@@ -539,22 +539,34 @@ def test_handler_bug_is_logged_naked_and_the_line_stays_up(
     assert len(failures) == 1
 
 
-def test_completing_frame_ack_written_only_after_the_handler_returned(loop: Loop) -> None:
-    recorder = Recorder()
+def gated(loop: Loop, recorder: Recorder) -> asyncio.Event:
+    """Make ``recorder`` hold every message until the returned event is set (on ``loop``)."""
 
     async def make_gate() -> asyncio.Event:
         return asyncio.Event()
 
-    recorder.gate = gate = loop.run(make_gate())
+    recorder.gate = loop.run(make_gate())
+    return recorder.gate
+
+
+def send_until_stored(instrument: Instrument, recorder: Recorder, *, then: bytes = b"") -> None:
+    """Send MESSAGE frame by frame, the completing one followed by ``then``, and return once the
+    handler holds it (its ACK is not due before the handler returns)."""
+    *head, last = frames(MESSAGE)
+    establish(instrument)
+    for frame in head:
+        instrument.send(frame)
+        instrument.expect(ACK)
+    instrument.send(last + then)
+    wait_until(recorder.entered.is_set, what="handler called")
+
+
+def test_completing_frame_ack_written_only_after_the_handler_returned(loop: Loop) -> None:
+    recorder = Recorder()
+    gate = gated(loop, recorder)
     with served(loop, recorder) as (address, _):
         instrument = Instrument.dial(address)
-        *head, last = frames(MESSAGE)
-        establish(instrument)
-        for frame in head:
-            instrument.send(frame)
-            instrument.expect(ACK)
-        instrument.send(last + EOT)
-        wait_until(recorder.entered.is_set, what="handler called")
+        send_until_stored(instrument, recorder, then=EOT)
         assert instrument.quiet_for(0.2)  # the handler has not returned: no ACK yet
         loop.call(gate.set)
         instrument.expect(ACK)
@@ -587,20 +599,10 @@ def test_a_peer_flooding_while_its_message_is_stored_is_paused_not_buffered(loop
     """While the completing frame waits for its commit the gateway stops reading at a bound, so
     TCP pushes back on the sender; once stored, the ACK goes out and the line carries on."""
     recorder = Recorder()
-
-    async def make_gate() -> asyncio.Event:
-        return asyncio.Event()
-
-    recorder.gate = gate = loop.run(make_gate())
+    gate = gated(loop, recorder)
     with served(loop, recorder) as (address, _):
         instrument = Instrument.dial(address)
-        *head, last = frames(MESSAGE)
-        establish(instrument)
-        for frame in head:
-            instrument.send(frame)
-            instrument.expect(ACK)
-        instrument.send(last)
-        wait_until(recorder.entered.is_set, what="handler called")
+        send_until_stored(instrument, recorder)
         flood, sent, limit = b"\x00" * 65536, 0, 256 * 1024 * 1024
         instrument.sock.setblocking(False)
         while sent < limit:  # until TCP refuses more: the gateway is not reading
