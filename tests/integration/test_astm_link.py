@@ -595,6 +595,73 @@ def test_an_idle_connection_is_closed_when_an_idle_timeout_is_set(loop: Loop) ->
         instrument.close()
 
 
+def test_a_slow_sender_whose_transfer_outlasts_the_idle_timeout_stays_open(
+    loop: Loop,
+) -> None:
+    """Frames taken straight from the transport callback count as activity: a sender whose
+    whole transfer lasts longer than the idle timeout, but never pauses that long, is served."""
+    idle = 0.3
+    recorder = Recorder()
+    with served(loop, recorder, limits=AnalyzerLimits(idle_timeout=idle)) as (address, _):
+        instrument = Instrument.dial(address)
+        began = time.monotonic()
+        establish(instrument)
+        for frame in frames(MESSAGE):
+            time.sleep(idle / 3)  # the slow sender this test is about, not a race
+            instrument.send(frame)
+            instrument.expect(ACK)
+        instrument.send(EOT)
+        assert time.monotonic() - began > idle
+        assert recorder.messages == [MESSAGE]
+        instrument.close()
+
+
+def test_a_message_stored_for_longer_than_the_idle_timeout_is_still_acknowledged(
+    loop: Loop,
+) -> None:
+    """An analyzer waiting for the ACK of its completing frame is not idle: the line stays
+    open however long the store takes, and the ACK goes out once it is stored."""
+    recorder = Recorder()
+    gate = gated(loop, recorder)
+    with served(loop, recorder, limits=AnalyzerLimits(idle_timeout=0.2)) as (address, _):
+        instrument = Instrument.dial(address)
+        send_until_stored(instrument, recorder)
+        assert instrument.quiet_for(0.6)  # neither an ACK nor a close (EOF reads as readable)
+        loop.call(gate.set)
+        instrument.expect(ACK)
+        assert recorder.messages == [MESSAGE]
+        instrument.close()
+
+
+class BuggyStation(AstmStation):
+    """A station with a bug that a given byte sequence triggers."""
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        if b"BUG" in data:
+            raise RuntimeError("a bug in the station")
+        super().receive_data(data, now)
+
+
+def test_a_station_bug_closes_that_line_only_and_is_logged(
+    loop: Loop, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder()
+    factory = lambda: BuggyStation(MessageEnd.TERMINATOR_RECORD)  # noqa: E731
+    with served(loop, recorder, station_factory=factory) as (address, _):
+        broken = Instrument.dial(address)
+        establish(broken)
+        broken.send(b"BUG")
+        assert broken.sock.recv(16) == b""  # closed by the gateway
+        other = Instrument.dial(address)
+        assert other.send_message(MESSAGE)[-1] == MessageSent()
+        assert recorder.messages == [MESSAGE]
+        other.close()
+        broken.close()
+    failures = [r for r in caplog.records if r.exc_info and "connection failed" in r.getMessage()]
+    assert len(failures) == 1
+    assert "a bug in the station" in str(failures[0].exc_info[1])  # type: ignore[index]
+
+
 def test_a_peer_flooding_while_its_message_is_stored_is_paused_not_buffered(loop: Loop) -> None:
     """While the completing frame waits for its commit the gateway stops reading at a bound, so
     TCP pushes back on the sender; once stored, the ACK goes out and the line carries on."""

@@ -22,6 +22,14 @@ One read is outstanding at a time, awaited directly (a task and a timer per read
 than the whole link, bench/astm.py); a small tick task beside it runs the timers, and the two
 take turns through a lock. Only the end of the line cancels a read, so a stream's ``read`` needs
 no cancellation safety of its own.
+
+**Handing bytes over as they arrive.** A stream that can (``PushStream``: TCP) offers each read
+to the line from its transport callback first. On a quiet line (nobody holds the lock, no message
+is being stored, the stream takes writes without waiting) the bytes go to the station at once and
+its replies are written at once: a frame and its ACK cost no task wake-up, future or lock. The
+first ``MessageReceived`` starts a delivery task that holds the lock while the message is stored,
+exactly as the read loop would have; bytes that arrive meanwhile, or on a line that is not quiet,
+stay with the stream for ``read``, and the read loop handles them as above.
 ``run_line`` returns at end of stream and lets the stream's errors (``ConnectionError``,
 ``OSError``) propagate to the transport, which knows whether to reconnect; it never closes the
 stream. ``Redialler`` is that reconnecting loop for the lines the gateway opens itself (a
@@ -58,6 +66,7 @@ __all__ = [
     "LineProgress",
     "LineStream",
     "MessageHandler",
+    "PushStream",
     "Redialler",
     "ignore_incident",
     "run_line",
@@ -98,6 +107,22 @@ class LineStream(Protocol):
 
 
 @runtime_checkable
+class PushStream(Protocol):
+    """A ``LineStream`` that can offer what it receives to a consumer before keeping it for
+    ``read`` (see "Handing bytes over" in the module docstring)."""
+
+    def push_to(self, take: Callable[[bytes], bool] | None) -> None:
+        """From now on, offer each read to ``take`` first, while nothing is kept for ``read``;
+        bytes ``take`` returns True for are consumed. ``None`` stops offering."""
+        ...
+
+    @property
+    def writable_now(self) -> bool:
+        """True when a write would be taken without waiting (``drain`` would return at once)."""
+        ...
+
+
+@runtime_checkable
 class LineProgress(Protocol):
     """What a station may tell about the work a lost line takes with it. Optional: a station
     that has both properties (``AstmStation``) gets ``connection_lost_mid_message`` and
@@ -122,23 +147,43 @@ async def run_line(
 ) -> None:
     """Drive ``station`` over ``stream`` until the end of the stream (see the module docstring)."""
     line = _Line(stream, station, handler, peer, on_incident, clock)
+    pushing = stream if isinstance(stream, PushStream) else None
+    if pushing is not None:
+        pushing.push_to(line.take_now)
     ticker = asyncio.create_task(_tick(line, tick), name=f"analyzer line tick {peer}")
     try:
         while True:
-            data = await stream.read()
+            try:
+                data = await stream.read()
+            except TimeoutError:  # an idle timeout: a line whose message is being stored is not
+                if line.delivering:
+                    continue
+                raise
             if not data:
-                if not ticker.done():
-                    log.info("analyzer line closed by the peer", extra={"peer": peer})
-                return
-            async with line.lock:
-                station.receive_data(data, clock())
-                station.check_timeouts(clock())
-                await line.step()
+                break
+            line.busy += 1  # bytes in hand: nothing may overtake them (``take_now``)
+            try:
+                async with line.lock:
+                    station.receive_data(data, clock())
+                    station.check_timeouts(clock())
+                    await line.step()
+            finally:
+                line.busy -= 1
+        # The end of the stream may overtake a message being stored: it finishes first, and
+        # its error (the line lost before its ACK went out) is this line's.
+        await line.delivered()
+        if line.failure is not None:
+            raise line.failure
+        if not ticker.done():
+            log.info("analyzer line closed by the peer", extra={"peer": peer})
     finally:
+        if pushing is not None:
+            pushing.push_to(None)
         ticker.cancel()
         # ``wait``, not ``await ticker``: a cancellation of this task that arrives meanwhile
         # (the line closing) must propagate, not be taken for the ticker's own and swallowed.
         await asyncio.wait({ticker})
+        await line.stop_delivering()
         line.report_loss()
         if not ticker.cancelled() and ticker.exception() is not None:
             raise cast(BaseException, ticker.exception())
@@ -151,8 +196,12 @@ async def _tick(line: _Line, tick: float) -> None:
         while True:
             await asyncio.sleep(tick)
             async with line.lock:
-                line.station.check_timeouts(line.clock())
-                await line.step()
+                line.busy += 1
+                try:
+                    line.station.check_timeouts(line.clock())
+                    await line.step()
+                finally:
+                    line.busy -= 1
     except (ConnectionError, OSError):
         line.stream.close()
         raise
@@ -174,8 +223,74 @@ class _Line:
         self.peer = peer
         self.on_incident = on_incident if on_incident is not None else ignore_incident
         self.clock = clock
-        # The read loop and the timer tick take turns: one event at a time reaches the station.
+        # The read loop, the timer tick and a delivery take turns: one event at a time reaches
+        # the station.
         self.lock = asyncio.Lock()
+        # Turns in progress or waiting with bytes in hand: while any, ``take_now`` declines.
+        self.busy = 0
+        self.delivery: asyncio.Task[None] | None = None  # the last one ``take_now`` started
+        self.failure: Exception | None = None  # raised in ``take_now``; ends the line
+
+    def take_now(self, data: bytes) -> bool:
+        """``PushStream``'s consumer: handle ``data`` at once if the line is quiet, else return
+        False, having done nothing, and the read loop gets it. Runs in the transport's callback,
+        so nothing here may wait; a message to store is handed to a delivery task."""
+        stream = cast(PushStream, self.stream)
+        if self.busy or not stream.writable_now:
+            return False
+        station = self.station
+        try:
+            station.receive_data(data, self.clock())
+            station.check_timeouts(self.clock())
+            while True:
+                out = station.data_to_send()
+                if out:
+                    self.stream.write(out)
+                event = station.next_event()
+                if event is NEED_DATA:
+                    return True
+                if isinstance(event, MessageReceived):
+                    self.busy += 1
+                    self.delivery = asyncio.get_running_loop().create_task(
+                        self._deliver_and_step(event.text)
+                    )
+                    return True
+                self.note(event)
+        except Exception as exc:  # noqa: BLE001 - our bug: end the line as the read loop does
+            self.failure = exc
+            self.stream.close()
+            return True
+
+    async def _deliver_and_step(self, text: bytes) -> None:
+        try:
+            async with self.lock:
+                await self.deliver(text)
+                await self.step()
+        except Exception:
+            self.stream.close()  # the read loop ends, and ``delivered`` raises this
+            raise
+        finally:
+            self.busy -= 1
+
+    @property
+    def delivering(self) -> bool:
+        return self.delivery is not None and not self.delivery.done()
+
+    async def delivered(self) -> None:
+        """Wait for the last delivery task; raise what it raised."""
+        if self.delivery is not None:
+            await self.delivery
+
+    async def stop_delivering(self) -> None:
+        """The line is ending (an error, a cancellation): cancel a delivery still in flight. Its
+        message was not acknowledged, so the analyzer sends it again."""
+        delivery = self.delivery
+        if delivery is None:
+            return
+        delivery.cancel()
+        await asyncio.wait({delivery})
+        if not delivery.cancelled():
+            delivery.exception()  # retrieved: raised by ``delivered`` or superseded by another
 
     async def step(self) -> None:
         """Handle every pending event, writing what the station wants sent after each."""

@@ -68,12 +68,16 @@ class _LineProtocol(asyncio.Protocol):
     def __init__(self, on_made: Callable[[_LineProtocol], None] | None = None) -> None:
         self._on_made = on_made
         self.transport: asyncio.Transport | None = None
+        # Offered each read first while nothing is buffered (``TcpLineStream.push_to``).
+        self.consumer: Callable[[bytes], bool] | None = None
+        self.track_activity = False
+        self.last_data = 0.0  # loop time of the last read, kept when ``track_activity``
         self.buffer = bytearray()
         self.eof = False
         self.error: Exception | None = None
         self.lost = False
         self._reading_paused = False
-        self._writing_paused = False
+        self.writing_paused = False
         self._data_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -89,6 +93,10 @@ class _LineProtocol(asyncio.Protocol):
             self._on_made(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.track_activity:
+            self.last_data = asyncio.get_running_loop().time()
+        if not self.buffer and self.consumer is not None and self.consumer(data):
+            return
         self.buffer += data
         if len(self.buffer) > READ_LIMIT and not self._reading_paused:
             assert self.transport is not None
@@ -110,10 +118,10 @@ class _LineProtocol(asyncio.Protocol):
             self.closed.set_result(None)
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self.writing_paused = True
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
+        self.writing_paused = False
         _wake(self._drain_waiter)
 
     def take(self) -> bytes:
@@ -136,7 +144,7 @@ class _LineProtocol(asyncio.Protocol):
     async def writable(self) -> None:
         if self.lost:
             raise self.error or ConnectionResetError("Connection lost")
-        if not self._writing_paused:
+        if not self.writing_paused:
             return
         self._drain_waiter = asyncio.get_running_loop().create_future()
         try:
@@ -168,13 +176,38 @@ class TcpLineStream:
             if self._idle_timeout is None:
                 await protocol.data_arrived()
             else:
-                async with asyncio.timeout(self._idle_timeout):
-                    await protocol.data_arrived()
+                await self._data_before_idle_timeout()
         if protocol.buffer:
             return protocol.take()
         if protocol.error is not None:
             raise protocol.error
         return b""
+
+    async def _data_before_idle_timeout(self) -> None:
+        """Wait for data to read; ``TimeoutError`` once nothing arrived for ``idle_timeout``,
+        counting what the consumer took (``push_to``) as activity."""
+        assert self._idle_timeout is not None
+        protocol = self._protocol
+        loop = asyncio.get_running_loop()
+        protocol.track_activity = True
+        protocol.last_data = loop.time()
+        while True:
+            try:
+                async with asyncio.timeout_at(protocol.last_data + self._idle_timeout):
+                    await protocol.data_arrived()
+                return
+            except TimeoutError:
+                if loop.time() >= protocol.last_data + self._idle_timeout:
+                    raise
+
+    def push_to(self, take: Callable[[bytes], bool] | None) -> None:
+        """``runner.PushStream``: offer each read to ``take`` first."""
+        self._protocol.consumer = take
+
+    @property
+    def writable_now(self) -> bool:
+        protocol = self._protocol
+        return not protocol.lost and not protocol.writing_paused
 
     def write(self, data: bytes) -> None:
         self._transport.write(data)
