@@ -26,6 +26,9 @@ message with its own sample number, so every message is a distinct row.
   crossed the serial line) for ``--paced-seconds``, and the gateway process reports its own CPU
   time (user + system, all its threads) over that window. A paced line carries less than
   11,520 B/s, since each frame waits for its ACK; the estimate is also shown at the achieved rate.
+  The bare receiver runs the same paced plan first: its CPU is the floor, what a receiver that
+  only reads and answers pays the kernel and the event loop for these lines on this machine
+  (waking per frame, one read and one write each), so the goal can be read against it.
 
 Servers and clients each run in a process of their own, all on the event loop the gateway picks
 (``VETGATEWAY_EVENT_LOOP``, default uvloop where installed), so the bare receiver is the same loop
@@ -475,6 +478,17 @@ def throughput_line(name: str, m: Measurement, analyzers: int) -> str:
     )
 
 
+def paced_line(name: str, m: Measurement) -> str:
+    c = m.client
+    line_rate = c.wire_bytes / c.elapsed / GOAL_ANALYZERS
+    return (
+        f"{name} analyzers={GOAL_ANALYZERS:<3} {m.messages_per_second:>7,.0f} msg/s"
+        f" {c.records / c.elapsed:>8,.0f} records/s over {c.elapsed:.1f} s; each line"
+        f" {line_rate:,.0f} B/s ({line_rate / LINE_RATE:.0%} of {BAUD:,} baud)"
+        + (f"; {c.failed} failed" if c.failed else "")
+    )
+
+
 def run(args: argparse.Namespace, database_url: str, backend: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     analyzers = max(args.analyzers, GOAL_ANALYZERS if args.paced else 0)
@@ -517,23 +531,22 @@ def run(args: argparse.Namespace, database_url: str, backend: str) -> None:
                     packed=packed,
                     first_sample=first,
                 )
-                paced = measure(clients, gateway, gateway_address, paced_plan)
-                acknowledged += paced.client.messages
-                c = paced.client
-                line_rate = c.wire_bytes / c.elapsed / GOAL_ANALYZERS
                 layout = "packed frames" if packed else "record frames"
+                floor = measure(clients, bare, bare_address, paced_plan)
+                print(paced_line(f"paced bare, {layout}", floor), flush=True)
                 print(
-                    f"paced, {layout} analyzers={GOAL_ANALYZERS:<3}"
-                    f" {paced.messages_per_second:>7,.0f} msg/s {c.records / c.elapsed:>8,.0f}"
-                    f" records/s over {c.elapsed:.1f} s; each line {line_rate:,.0f} B/s"
-                    f" ({line_rate / LINE_RATE:.0%} of {BAUD:,} baud)"
-                    + (f"; {c.failed} failed" if c.failed else ""),
+                    f"measured      bare receiver CPU {floor.server_share:.1%} of a core: the"
+                    " least these lines cost a receiver on this machine",
                     flush=True,
                 )
+                paced = measure(clients, gateway, gateway_address, paced_plan)
+                acknowledged += paced.client.messages
+                print(paced_line(f"paced, {layout}", paced), flush=True)
+                line_rate = paced.client.wire_bytes / paced.client.elapsed / GOAL_ANALYZERS
                 print(
                     f"measured      gateway CPU {paced.server_share:.1%} of a core for"
                     f" {GOAL_ANALYZERS} analyzers, {paced.server_share / GOAL_ANALYZERS:.2%} per"
-                    f" analyzer"
+                    f" analyzer, {paced.server_share / floor.server_share:.1f}x the bare receiver"
                     + (
                         ""
                         if packed
