@@ -334,7 +334,7 @@ class Inbox:
             "received_at": self._clock(),
             "raw": bytes(raw),
             "size": len(raw),
-            "sha256": None,  # hashed by the committer (``_commit_batch``), off the caller's loop
+            "sha256": hashlib.sha256(raw).hexdigest(),
             "control_id": meta.control_id,
             "sender": meta.sender,
             "message_type": meta.message_type,
@@ -377,10 +377,6 @@ class Inbox:
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
-            for p in batch:
-                # Here, not in ``receive_async``: hashing a message of 2 kB or more releases the
-                # GIL, and the event loop then waited behind the committer threads to get it back.
-                p.row["sha256"] = hashlib.sha256(p.row["raw"]).hexdigest()
             receipts = self._commit([p.row for p in batch])
         except StorageError as exc:
             for p in batch:
