@@ -24,12 +24,13 @@ take turns through a lock. Only the end of the line cancels a read, so a stream'
 no cancellation safety of its own.
 
 **Handing bytes over as they arrive.** A stream that can (``PushStream``: TCP) offers each read
-to the line from its transport callback first. On a quiet line (nobody holds the lock, no message
-is being stored, the stream takes writes without waiting) the bytes go to the station at once and
-its replies are written at once: a frame and its ACK cost no task wake-up, future or lock. The
-first ``MessageReceived`` starts a delivery task that holds the lock while the message is stored,
+to the line from its transport callback first. On a quiet line (no turn in progress, none waiting
+with bytes in hand, the stream taking writes without waiting) the bytes go to the station and its
+replies are written at once: a frame and its ACK cost no task wake-up, future or lock. The first
+``MessageReceived`` starts a delivery task that holds the lock while the message is stored,
 exactly as the read loop would have; bytes that arrive meanwhile, or on a line that is not quiet,
 stay with the stream for ``read``, and the read loop handles them as above.
+
 ``run_line`` returns at end of stream and lets the stream's errors (``ConnectionError``,
 ``OSError``) propagate to the transport, which knows whether to reconnect; it never closes the
 stream. ``Redialler`` is that reconnecting loop for the lines the gateway opens itself (a
