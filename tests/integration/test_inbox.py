@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from tests.waiting import wait_until
 from vetgateway.errors import StorageError, StorageUnavailable
 from vetgateway.store.db import Database
-from vetgateway.store.inbox import Inbox, MessageMeta
+from vetgateway.store.inbox import Inbox, MessageMeta, Receipt
 from vetgateway.store.models import InboundMessage, MessageStatus
 
 ODD_PAYLOADS = [
@@ -312,6 +312,44 @@ def test_identical_messages_in_one_batch_are_one_row(db: Database) -> None:
     assert inbox.batches == [1, 2]  # both twins went into the same transaction
     assert twins[0].message_id == twins[1].message_id
     assert sorted(r.duplicate for r in twins) == [False, True]
+
+
+def test_resends_collisions_and_envelope_less_twins_in_one_batch(db: Database) -> None:
+    """One transaction holding every kind of row at once: each caller still gets the id of the
+    row with its own bytes, a collision inside the batch is held for review against the batch's
+    first such message, and messages without an envelope are never merged."""
+    inbox = GatedInbox(db)
+    leader = threading.Thread(target=inbox.receive, args=(b"x", "t", "p"))
+    leader.start()
+    assert inbox.in_commit.wait(timeout=10)
+    changed = ORU.replace(b"P1", b"P2")
+    sent = [ORU, ORU, changed, b"no envelope", b"no envelope", b"other"]
+    receipts: dict[int, Receipt] = {}
+    metas = [IDEXX, IDEXX, IDEXX, None, None, MessageMeta(control_id="CTRL7", sender="OTHER")]
+
+    def send(n: int) -> None:
+        receipts[n] = inbox.receive(sent[n], "t", f"p{n}", metas[n])
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(len(sent))]
+    for queued, t in enumerate(threads, start=1):  # one at a time: the batch is in this order
+        t.start()
+        wait_until(lambda queued=queued: len(inbox._queue) == queued)
+    inbox.gate.set()
+    for t in [leader, *threads]:
+        t.join(timeout=30)
+    assert inbox.batches == [1, len(sent)]
+    for n, receipt in receipts.items():
+        assert load(db, receipt.message_id).raw == sent[n]
+    twins = receipts[0], receipts[1]
+    assert twins[0].message_id == twins[1].message_id
+    assert [r.duplicate for r in twins] == [False, True]
+    assert [r.collision_with for r in twins] == [None, None]
+    assert receipts[2].collision_with == twins[0].message_id
+    assert load(db, receipts[2].message_id).status is MessageStatus.QUARANTINED
+    assert receipts[3].message_id != receipts[4].message_id
+    for n in (3, 4, 5):
+        assert (receipts[n].duplicate, receipts[n].collision_with) == (False, None)
+        assert load(db, receipts[n].message_id).status is MessageStatus.RECEIVED
 
 
 def test_same_control_id_other_bytes_is_stored_and_held_for_review(db: Database) -> None:

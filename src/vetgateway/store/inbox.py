@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -81,18 +82,20 @@ class Receipt:
 
 class _Pending:
     """One caller's row. A thread caller waits on ``wake`` (set when its row is finished or when
-    it must lead); an asyncio caller awaits ``future``, settled on its own loop."""
+    it must lead); an asyncio caller awaits ``future``, settled on its own loop, and has no
+    ``wake``: an Event is a lock and a condition, a visible cost per message on the MLLP path."""
 
     __slots__ = ("error", "finished", "future", "loop", "promoted", "receipt", "row", "wake")
 
     def __init__(
         self,
         row: dict[str, Any],
+        wake: threading.Event | None = None,
         future: asyncio.Future[Receipt] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.row = row
-        self.wake = threading.Event()
+        self.wake = wake
         self.future = future
         self.loop = loop
         self.promoted = False
@@ -106,16 +109,36 @@ _COLUMNS = (
     "message_type", "meta", "status", "error", "attempts",
 )  # fmt: skip
 
+_KEY = "(sender, control_id, sha256)"
+# The earliest stored message with the same sender and control id but other bytes.
+_EARLIEST_COLLISION = (
+    "(SELECT min(m.id) FROM inbound_messages m"
+    " WHERE m.sender = inbound_messages.sender AND m.control_id = inbound_messages.control_id"
+    " AND m.sha256 <> inbound_messages.sha256 AND m.id < inbound_messages.id)"
+)
+
 
 class _BatchInsert:
     """The hot-path INSERT at the driver level, with SQLAlchemy's own per-column bind processing,
     so rows are stored exactly as the ORM reads them but without ORM or Core statement overhead.
 
-    Each row's INSERT also returns the earliest stored message with the same sender and control
-    id but other bytes (a collision), so the common path is one statement per row. PostgreSQL
-    pipelines a batch's statements in one round trip (``executemany(..., returning=True)``, ids
-    in row order); SQLite is in-process, so a loop is cheap. A resend (``ON CONFLICT DO NOTHING``
-    returns no row) is looked up afterwards in the same transaction; it is rare.
+    Each inserted row also returns the earliest stored message with the same sender and control
+    id but other bytes (a collision). A resend (``ON CONFLICT DO NOTHING`` returns no row) is
+    looked up afterwards in the same transaction; it is rare.
+
+    SQLite is in-process, so one statement per row in a loop is cheap. PostgreSQL takes a whole
+    batch in *one* statement: the server's cost per statement, not per byte, dominates small
+    rows, and one multi-row INSERT stored 5 kB rows 10-35 % faster than the same rows pipelined
+    one statement each (batches of 4-16, measured on 2 cores). One statement changes two things,
+    both handled here:
+
+    - Which returned id belongs to which row. The rows are inserted ``ORDER BY`` their position
+      in the batch, so the sequence hands out ids in that order; sorted by id, the returned rows
+      pair off with the inserted ones in order, and each pair's key (sender, control id, hash) is
+      checked, so a mismatch fails the batch rather than give a caller someone else's id.
+    - Collisions inside the batch. ``RETURNING``'s subquery sees only rows stored before the
+      statement, so a row colliding with an earlier row of the same batch is found here, in
+      Python, from the batch's own ids.
     """
 
     def __init__(self, dialect: sa.Dialect) -> None:
@@ -128,19 +151,12 @@ class _BatchInsert:
             if (process := table.c[name].type._cached_bind_processor(dialect)) is not None
         ]
         mark = "%s" if self._pg else "?"
-        values = ", ".join(
-            f"{mark}::messagestatus" if self._pg and c == "status" else mark for c in _COLUMNS
-        )
-        columns = ", ".join(_COLUMNS)  # fixed names above, never input
-        # RETURNING's scalar subquery sees rows committed earlier and those this transaction
-        # inserted in earlier statements, on both PostgreSQL and SQLite.
+        # SQLite, one row per statement. Its RETURNING subquery sees rows committed earlier and
+        # those this transaction inserted in earlier statements.
         self._insert = (
-            f"INSERT INTO inbound_messages ({columns}) VALUES ({values})"
-            " ON CONFLICT (sender, control_id, sha256) DO NOTHING RETURNING id,"
-            " (SELECT min(m.id) FROM inbound_messages m"
-            " WHERE m.sender = inbound_messages.sender"
-            " AND m.control_id = inbound_messages.control_id"
-            " AND m.sha256 <> inbound_messages.sha256 AND m.id < inbound_messages.id)"
+            f"INSERT INTO inbound_messages ({', '.join(_COLUMNS)})"
+            f" VALUES ({', '.join('?' for _ in _COLUMNS)})"
+            f" ON CONFLICT {_KEY} DO NOTHING RETURNING id, {_EARLIEST_COLLISION}"
         )
         self._find_original = (
             "SELECT id, received_at FROM inbound_messages"
@@ -150,6 +166,15 @@ class _BatchInsert:
             f"UPDATE inbound_messages SET status = 'quarantined', error = {mark} WHERE id = {mark}"
         )
         self._received_at = table.c.received_at.type._cached_result_processor(dialect, None)
+        # PostgreSQL: each placeholder cast to its column's type (without a length, so an
+        # oversized value still fails at the column rather than being cut), since a VALUES list
+        # inside a SELECT has no target column to type its parameters.
+        self._casts = (
+            [re.sub(r"\(.*\)", "", table.c[name].type.compile(dialect)) for name in _COLUMNS]
+            if self._pg
+            else []
+        )
+        self._pg_statements: dict[int, str] = {}
 
     def params(self, row: dict[str, Any]) -> list[Any]:
         values = [row[name] for name in _COLUMNS]
@@ -180,21 +205,60 @@ class _BatchInsert:
         self, cursor: Any, rows: list[dict[str, Any]]
     ) -> list[tuple[MessageId | None, MessageId | None]]:
         """(new id or None for a resend, earliest colliding id or None) for each row."""
-        found: list[tuple[MessageId | None, MessageId | None]] = []
-        if self._pg and len(rows) == 1:  # a pipeline costs more than it saves for one row
-            result = cursor.execute(self._insert, self.params(rows[0])).fetchone()
-            return [(None, None) if result is None else _ids(*result)]
         if self._pg:
-            cursor.executemany(self._insert, [self.params(r) for r in rows], returning=True)
-            while True:
-                result = cursor.fetchone()
-                found.append((None, None) if result is None else _ids(*result))
-                if not cursor.nextset():
-                    return found
+            return self._insert_batch(cursor, rows)
+        found: list[tuple[MessageId | None, MessageId | None]] = []
         for row in rows:
             result = cursor.execute(self._insert, self.params(row)).fetchone()
             found.append((None, None) if result is None else _ids(*result))
         return found
+
+    def _insert_batch(
+        self, cursor: Any, rows: list[dict[str, Any]]
+    ) -> list[tuple[MessageId | None, MessageId | None]]:
+        """PostgreSQL: the whole batch in one statement (see the class docstring)."""
+        cursor.execute(
+            self._pg_statement(len(rows)), [value for row in rows for value in self.params(row)]
+        )
+        inserted = iter(sorted(cursor.fetchall()))  # by id, which is batch order
+        first_in_batch: dict[tuple[str, str], MessageId] = {}
+        found: list[tuple[MessageId | None, MessageId | None]] = []
+        returned = next(inserted, None)
+        for row in rows:
+            key = (row["sender"], row["control_id"], row["sha256"])
+            if returned is None or tuple(returned[1:4]) != key:
+                if None in key:  # nothing to conflict with, so it must have been inserted
+                    raise RuntimeError("inbox batch: returned ids do not match the rows sent")
+                found.append((None, None))  # a resend
+                continue
+            row_id, earlier = _ids(returned[0], returned[4])
+            if key[0] is not None and key[1] is not None:
+                # Rows of this batch sharing sender and control id all differ in bytes (equal
+                # bytes would have been a resend), so the first of them collides with the rest.
+                batch_first = first_in_batch.setdefault((key[0], key[1]), row_id)
+                if batch_first != row_id and (earlier is None or batch_first < earlier):
+                    earlier = batch_first
+            found.append((row_id, earlier))
+            returned = next(inserted, None)
+        if returned is not None:
+            raise RuntimeError("inbox batch: more ids returned than rows sent")
+        return found
+
+    def _pg_statement(self, count: int) -> str:
+        """One INSERT for ``count`` rows, inserted in batch order; cached per batch size."""
+        statement = self._pg_statements.get(count)
+        if statement is None:
+            columns = ", ".join(_COLUMNS)
+            marks = ", ".join(f"%s::{cast}" for cast in self._casts)
+            values = ", ".join(f"({marks}, {position})" for position in range(count))
+            statement = (
+                f"INSERT INTO inbound_messages ({columns}) SELECT {columns}"
+                f" FROM (VALUES {values}) AS batch({columns}, position) ORDER BY position"
+                f" ON CONFLICT {_KEY} DO NOTHING"
+                f" RETURNING id, sender, control_id, sha256, {_EARLIEST_COLLISION}"
+            )
+            self._pg_statements[count] = statement
+        return statement
 
     def _resend(self, cursor: Any, row: dict[str, Any]) -> Receipt:
         cursor.execute(self._find_original, (row["sender"], row["control_id"], row["sha256"]))
@@ -287,7 +351,8 @@ class Inbox:
         self, raw: bytes, channel: str, peer: str, meta: MessageMeta | None = None
     ) -> Receipt:
         """Like ``accept``, with what an adapter needs to answer: time, resend, collision."""
-        pending = _Pending(self._row(raw, channel, peer, meta or MessageMeta()))
+        wake = threading.Event()
+        pending = _Pending(self._row(raw, channel, peer, meta or MessageMeta()), wake)
         with self._lock:
             self._queue.append(pending)
             lead = self._leaders < self._slots
@@ -296,15 +361,15 @@ class Inbox:
         while True:
             if lead:
                 self._lead_one_batch()
-            pending.wake.wait()
+            wake.wait()
             with self._lock:
-                pending.wake.clear()
+                wake.clear()
                 lead = pending.promoted
                 pending.promoted = False
                 if pending.finished and not lead:
                     break
                 if pending.finished:  # promoted too: lead the batch it was handed, then return
-                    pending.wake.set()
+                    wake.set()
         if pending.error is not None:
             raise pending.error
         assert pending.receipt is not None
@@ -316,7 +381,9 @@ class Inbox:
         """``receive`` for asyncio callers: the same promise, without blocking the loop."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Receipt] = loop.create_future()
-        pending = _Pending(self._row(raw, channel, peer, meta or MessageMeta()), future, loop)
+        pending = _Pending(
+            self._row(raw, channel, peer, meta or MessageMeta()), future=future, loop=loop
+        )
         with self._lock:
             self._queue.append(pending)
             start_job = self._leaders < self._slots
@@ -357,19 +424,19 @@ class Inbox:
             with self._lock:
                 for p in batch:
                     p.finished = True
-                    if p.loop is None:
-                        p.wake.set()
-                    else:
+                    if p.loop is not None:
                         settle.setdefault(p.loop, []).append(p)
+                    elif p.wake is not None:
+                        p.wake.set()
                 # The slot passes to the oldest waiting thread not already leading, or to a new
                 # committer job for waiting asyncio callers; with nobody waiting it is freed.
                 successor = next((p for p in self._queue if not p.promoted), None)
                 if successor is None:
                     self._leaders -= 1
-                elif successor.loop is None:
+                elif successor.wake is not None:
                     successor.promoted = True
                     successor.wake.set()
-            if successor is not None and successor.loop is not None:
+            if successor is not None and successor.wake is None:
                 self._committer.submit(self._lead_one_batch)
             for loop, pendings in settle.items():
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
