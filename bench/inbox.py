@@ -1,11 +1,13 @@
 """Durable accepts per second through ``Inbox.accept``, beside the same driver's bare
 INSERT + COMMIT loop, measured in the same run on the same database.
 
-    .venv/bin/python bench/inbox.py [--seconds 3] [--size 5000] [--postgres URL]
+    .venv/bin/python bench/inbox.py [--seconds 3] [--size 5000] [--rounds 3] [--postgres URL]
 
 Prints, for SQLite (WAL, synchronous=FULL) and PostgreSQL (synchronous_commit=on), at 1 and 8
 concurrent writers: inbox rate, bare-driver rate and their ratio; then the group-commit gain on
-PostgreSQL (8 writers over 1). Goals (issue 2): inbox >= 0.8x bare; PostgreSQL 8 writers >= 3x 1.
+PostgreSQL (8 writers over 1). Each is measured ``--rounds`` times, alternated, and printed as the
+median with its range; a ratio is taken within each round, then its median. Goals (issue 2):
+inbox >= 0.8x bare; PostgreSQL 8 writers >= 3x 1.
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from statistics import median
 
 import psycopg
 import sqlalchemy as sa
@@ -30,6 +36,7 @@ from vetgateway.store.db import Database
 from vetgateway.store.inbox import Inbox, MessageMeta
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+WRITERS = (1, 8)
 
 BARE_SQL = (
     "INSERT INTO inbound_messages (channel, peer, received_at, raw, size, sha256, meta, status,"
@@ -115,27 +122,58 @@ def sqlite_connect(path: Path) -> Callable[[], sqlite3.Connection]:
     return connect
 
 
-def report(backend: str, writers: int, inbox: float, bare: float) -> None:
-    print(
-        f"{backend:<10} writers={writers:<2} inbox {inbox:>9,.0f}/s   bare driver {bare:>9,.0f}/s"
-        f"   ratio {inbox / bare:.2f}x",
-        flush=True,
-    )
+@dataclass
+class Rounds:
+    """One backend's rates over several rounds, inbox and bare driver taking turns to go first
+    within each round, so a drift in the machine's speed (a neighbour's load, the disk's flush
+    time) falls on both alike. Shared VMs swing by half between runs minutes apart; the median
+    and the spread say more than any single run."""
+
+    inbox: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    bare: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def measure(
+        self, writers: int, round_: int, inbox: Callable[[], float], bare: Callable[[], float]
+    ) -> None:
+        if round_ % 2:
+            self.bare[writers].append(bare())
+            self.inbox[writers].append(inbox())
+        else:
+            self.inbox[writers].append(inbox())
+            self.bare[writers].append(bare())
+
+    def report(self, backend: str, writers: int) -> None:
+        inbox, bare = self.inbox[writers], self.bare[writers]
+        paired = [i / b for i, b in zip(inbox, bare, strict=True)]
+        print(
+            f"{backend:<10} writers={writers:<2} inbox {median(inbox):>7,.0f}/s"
+            f" ({min(inbox):,.0f}-{max(inbox):,.0f})   bare driver {median(bare):>7,.0f}/s"
+            f" ({min(bare):,.0f}-{max(bare):,.0f})   ratio {median(paired):.2f}x"
+            f" ({min(paired):.2f}-{max(paired):.2f})",
+            flush=True,
+        )
 
 
-def bench_sqlite(seconds: float, size: int) -> None:
+def bench_sqlite(seconds: float, size: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         db = Database(f"sqlite:///{path}")
         migrate.upgrade(db)
-        for writers in (1, 8):
-            inbox = inbox_rate(db, writers, seconds, size)
-            bare = bare_rate(sqlite_connect(path), "?", writers, seconds, size)
-            report("sqlite", writers, inbox, bare)
+        results = Rounds()
+        for round_ in range(rounds):
+            for writers in WRITERS:
+                results.measure(
+                    writers,
+                    round_,
+                    partial(inbox_rate, db, writers, seconds, size),
+                    partial(bare_rate, sqlite_connect(path), "?", writers, seconds, size),
+                )
+        for writers in WRITERS:
+            results.report("sqlite", writers)
         db.dispose()
 
 
-def bench_postgres(admin_url: str, seconds: float, size: int) -> None:
+def bench_postgres(admin_url: str, seconds: float, size: int, rounds: int) -> None:
     name = f"vgbench_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -149,14 +187,21 @@ def bench_postgres(admin_url: str, seconds: float, size: int) -> None:
         def connect() -> psycopg.Connection:
             return psycopg.connect(dsn, options="-c synchronous_commit=on")
 
-        rates: dict[int, float] = {}
-        for writers in (1, 8):
-            rates[writers] = inbox_rate(db, writers, seconds, size)
-            bare = bare_rate(connect, "%s", writers, seconds, size)
-            report("postgresql", writers, rates[writers], bare)
+        results = Rounds()
+        for round_ in range(rounds):
+            for writers in WRITERS:
+                results.measure(
+                    writers,
+                    round_,
+                    partial(inbox_rate, db, writers, seconds, size),
+                    partial(bare_rate, connect, "%s", writers, seconds, size),
+                )
+        for writers in WRITERS:
+            results.report("postgresql", writers)
+        gains = [eight / one for one, eight in zip(results.inbox[1], results.inbox[8], strict=True)]
         print(
-            f"postgresql group commit: 8 writers / 1 writer = {rates[8] / rates[1]:.2f}x"
-            " (goal >= 3x)"
+            f"postgresql group commit: 8 writers / 1 writer = {median(gains):.2f}x"
+            f" ({min(gains):.2f}-{max(gains):.2f} over {rounds} rounds; goal >= 3x)"
         )
         db.dispose()
     finally:
@@ -169,12 +214,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--size", type=int, default=5000, help="message size in bytes")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of each, alternated")
     parser.add_argument("--postgres", default=ADMIN_URL, help="admin URL; '' skips PostgreSQL")
     args = parser.parse_args()
-    print(f"inbox bench: {args.size} B messages, {args.seconds:g} s per measurement")
-    bench_sqlite(args.seconds, args.size)
+    print(
+        f"inbox bench: {args.size} B messages, {args.seconds:g} s per measurement,"
+        f" {args.rounds} rounds; medians, (min-max), ratios paired within a round"
+    )
+    bench_sqlite(args.seconds, args.size, args.rounds)
     if args.postgres:
-        bench_postgres(args.postgres, args.seconds, args.size)
+        bench_postgres(args.postgres, args.seconds, args.size, args.rounds)
 
 
 if __name__ == "__main__":
