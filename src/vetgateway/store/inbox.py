@@ -44,9 +44,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NewType
 
+import psycopg
 import sqlalchemy as sa
 
 from vetgateway.errors import StorageError
+from vetgateway.store.bulk import numbered_rows
 from vetgateway.store.db import Database, PinnedConnection
 from vetgateway.store.models import InboundMessage, MessageStatus
 from vetgateway.store.models.base import utcnow
@@ -168,13 +170,11 @@ class _BatchInsert:
         self._received_at = table.c.received_at.type._cached_result_processor(dialect, None)
         # PostgreSQL: each placeholder cast to its column's type (without a length, so an
         # oversized value still fails at the column rather than being cut), since a VALUES list
-        # inside a SELECT has no target column to type its parameters.
+        # inside a SELECT has no target column to type its parameters; then the row's position.
         self._casts = (
-            [re.sub(r"\(.*\)", "", table.c[name].type.compile(dialect)) for name in _COLUMNS]
-            if self._pg
-            else []
+            *(re.sub(r"\(.*\)", "", table.c[name].type.compile(dialect)) for name in _COLUMNS),
+            "integer",
         )
-        self._pg_statements: dict[int, str] = {}
 
     def params(self, row: dict[str, Any]) -> list[Any]:
         values = [row[name] for name in _COLUMNS]
@@ -216,11 +216,14 @@ class _BatchInsert:
     def _insert_batch(
         self, cursor: Any, rows: list[dict[str, Any]]
     ) -> list[tuple[MessageId | None, MessageId | None]]:
-        """PostgreSQL: the whole batch in one statement (see the class docstring)."""
-        cursor.execute(
-            self._pg_statement(len(rows)), [value for row in rows for value in self.params(row)]
-        )
-        inserted = iter(sorted(cursor.fetchall()))  # by id, which is batch order
+        """PostgreSQL: the whole batch in one statement (see the class docstring), on a
+        ``RawCursor``: psycopg re-parses a ``%s`` statement of over 50 parameters every time."""
+        with psycopg.RawCursor(cursor.connection) as raw:
+            raw.execute(
+                self._pg_statement(len(rows)),
+                [value for n, row in enumerate(rows) for value in (*self.params(row), n)],
+            )
+            inserted = iter(sorted(raw.fetchall()))  # by id, which is batch order
         first_in_batch: dict[tuple[str, str], MessageId] = {}
         found: list[tuple[MessageId | None, MessageId | None]] = []
         returned = next(inserted, None)
@@ -245,20 +248,15 @@ class _BatchInsert:
         return found
 
     def _pg_statement(self, count: int) -> str:
-        """One INSERT for ``count`` rows, inserted in batch order; cached per batch size."""
-        statement = self._pg_statements.get(count)
-        if statement is None:
-            columns = ", ".join(_COLUMNS)
-            marks = ", ".join(f"%s::{cast}" for cast in self._casts)
-            values = ", ".join(f"({marks}, {position})" for position in range(count))
-            statement = (
-                f"INSERT INTO inbound_messages ({columns}) SELECT {columns}"
-                f" FROM (VALUES {values}) AS batch({columns}, position) ORDER BY position"
-                f" ON CONFLICT {_KEY} DO NOTHING"
-                f" RETURNING id, sender, control_id, sha256, {_EARLIEST_COLLISION}"
-            )
-            self._pg_statements[count] = statement
-        return statement
+        """One INSERT for ``count`` rows, inserted in batch order."""
+        columns = ", ".join(_COLUMNS)
+        values = numbered_rows(len(self._casts), count, self._casts)
+        return (
+            f"INSERT INTO inbound_messages ({columns}) SELECT {columns}"
+            f" FROM (VALUES {values}) AS batch({columns}, position) ORDER BY position"
+            f" ON CONFLICT {_KEY} DO NOTHING"
+            f" RETURNING id, sender, control_id, sha256, {_EARLIEST_COLLISION}"
+        )
 
     def _resend(self, cursor: Any, row: dict[str, Any]) -> Receipt:
         cursor.execute(self._find_original, (row["sender"], row["control_id"], row["sha256"]))

@@ -33,6 +33,7 @@ from vetgateway.pipeline.interpret import Reading
 from vetgateway.pipeline.mapping import MappedObservation
 from vetgateway.pipeline.matching import MatchDecision, normalise_microchip
 from vetgateway.store.audit import audit
+from vetgateway.store.bulk import insert_rows
 from vetgateway.store.models import (
     DiagnosticReport,
     LabResult,
@@ -260,12 +261,9 @@ def _insert(
     attachments: list[dict[str, Any]],
 ) -> None:
     """At most three multi-row INSERTs, whatever the number of reports."""
-    if reports:
-        session.execute(sa.insert(_R), reports)
-    if results:
-        session.execute(sa.insert(_L), results)
-    if attachments:
-        session.execute(sa.insert(_A), attachments)
+    insert_rows(session, _R, reports)
+    insert_rows(session, _L, results)
+    insert_rows(session, _A, attachments)
 
 
 def insert_new_reports(
