@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +17,8 @@ from vetgateway.store.models import DiagnosticReport, LabResult
 from vetgateway.store.models.reports import Interpretation, MappingStatus, MatchStatus
 
 NOW = datetime(2026, 11, 26, 12, 30, 15, 123456, tzinfo=UTC)
+REPORTS = cast(sa.Table, DiagnosticReport.__table__)
+RESULTS = cast(sa.Table, LabResult.__table__)
 
 
 def report_row(n: int) -> dict[str, Any]:
@@ -61,8 +63,8 @@ def insert(db: Database, table: sa.Table, rows: list[dict[str, Any]]) -> None:
 def test_rows_read_back_as_written(db: Database) -> None:
     reports = [report_row(n) for n in range(3)]
     results = [result_row(r["id"], n) for r in reports for n in range(15)]
-    insert(db, DiagnosticReport.__table__, reports)
-    insert(db, LabResult.__table__, results)
+    insert(db, REPORTS, reports)
+    insert(db, RESULTS, results)
     with db.session(readonly=True) as s:
         stored = {r.id: r for r in s.scalars(sa.select(DiagnosticReport))}
         values = s.execute(
@@ -98,8 +100,8 @@ def test_rows_read_back_as_written(db: Database) -> None:
 def test_more_rows_than_one_statement_takes(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bulk, "MAX_ROWS", 7)
     report = report_row(1)
-    insert(db, DiagnosticReport.__table__, [report])
-    insert(db, LabResult.__table__, [result_row(report["id"], n) for n in range(50)])
+    insert(db, REPORTS, [report])
+    insert(db, RESULTS, [result_row(report["id"], n) for n in range(50)])
     with db.session(readonly=True) as s:
         codes = s.scalars(sa.select(LabResult.source_code).order_by(LabResult.id)).all()
     assert codes == [f"A{n}" for n in range(50)]
@@ -107,11 +109,11 @@ def test_more_rows_than_one_statement_takes(db: Database, monkeypatch: pytest.Mo
 
 def test_a_missing_column_with_a_python_default_gets_its_default(db: Database) -> None:
     report = report_row(1)
-    insert(db, DiagnosticReport.__table__, [report])
+    insert(db, REPORTS, [report])
     rows = [result_row(report["id"], n) for n in range(3)]
     for row in rows:
         del row["version"], row["interpretation"]  # both have defaults on the model only
-    insert(db, LabResult.__table__, rows)
+    insert(db, RESULTS, rows)
     with db.session(readonly=True) as s:
         stored = s.execute(sa.select(LabResult.version, LabResult.interpretation)).all()
     assert [tuple(r) for r in stored] == [(1, Interpretation.NOT_INTERPRETED)] * 3
@@ -122,7 +124,7 @@ def test_rows_roll_back_with_their_transaction(db: Database) -> None:
 
     def failing_batch() -> None:
         with db.session() as session:
-            bulk.insert_rows(session, DiagnosticReport.__table__, [report])
+            bulk.insert_rows(session, REPORTS, [report])
             raise RuntimeError("the rest of the batch failed")
 
     with pytest.raises(RuntimeError):
