@@ -88,7 +88,7 @@ def test_upgrade_downgrade_upgrade(fresh_db: Database) -> None:
 
     migrate.upgrade(fresh_db)
     assert expected <= _tables(fresh_db)
-    assert migrate.current_revision(fresh_db) == migrate.head_revision() == "0006"
+    assert migrate.current_revision(fresh_db) == migrate.head_revision() == "0007"
     installed_triggers = _triggers(fresh_db)
     assert installed_triggers
 
@@ -102,7 +102,7 @@ def test_upgrade_downgrade_upgrade(fresh_db: Database) -> None:
     migrate.upgrade(fresh_db)
     assert expected <= _tables(fresh_db)
     assert _triggers(fresh_db) == installed_triggers
-    assert migrate.current_revision(fresh_db) == "0006"
+    assert migrate.current_revision(fresh_db) == "0007"
 
 
 def _flatten(diffs: list[Any]) -> Iterator[tuple[Any, ...]]:
@@ -135,6 +135,33 @@ def test_migration_matches_the_models(fresh_db: Database) -> None:
         diffs = list(_flatten(compare_metadata(context, Base.metadata)))
     remaining = [d for d in diffs if not _unavoidable(fresh_db.dialect, d)]
     assert remaining == [], "models and migration 0001 disagree:\n" + "\n".join(map(str, remaining))
+
+
+def _index_sql(db: Database, name: str) -> str | None:
+    query = (
+        "SELECT indexdef FROM pg_indexes WHERE indexname = :name"
+        if db.dialect == "postgresql"
+        else "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"
+    )
+    with db.engine.connect() as conn:
+        return conn.execute(sa.text(query), {"name": name}).scalar()
+
+
+@BOTH
+def test_mostly_null_references_are_indexed_only_where_set(fresh_db: Database) -> None:
+    migrate.upgrade(fresh_db)
+    for name, column in (
+        ("ix_lab_results_supersedes_id", "supersedes_id"),
+        ("ix_diagnostic_reports_supersedes_id", "supersedes_id"),
+        ("ix_inbound_messages_duplicate_of_id", "duplicate_of_id"),
+    ):
+        sql = _index_sql(fresh_db, name)
+        assert sql is not None, name
+        assert f"WHERE ({column} IS NOT NULL)" in sql or f"WHERE {column} IS NOT NULL" in sql
+    assert _index_sql(fresh_db, "ix_inbound_messages_sha256") is None
+    migrate.downgrade(fresh_db, "0006")
+    assert "WHERE" not in (_index_sql(fresh_db, "ix_lab_results_supersedes_id") or "WHERE")
+    assert _index_sql(fresh_db, "ix_inbound_messages_sha256") is not None
 
 
 @BOTH

@@ -66,6 +66,14 @@ def enum_type(enum_class: type[enum.Enum]) -> sa.Enum:
     )
 
 
+def sparse_index(table: str, column: str) -> sa.Index:
+    """An index on a column that is NULL on nearly every row (a correction's or a copy's pointer
+    to its original): only the rows where it is set are indexed, so the many rows without one
+    cost no index entry. Lookups by value, foreign keys' ON DELETE included, still use it."""
+    where = sa.text(f"{column} IS NOT NULL")
+    return sa.Index(f"ix_{table}_{column}", column, postgresql_where=where, sqlite_where=where)
+
+
 class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: dict[Any, Any] = {

@@ -20,6 +20,7 @@ from vetgateway.store.models.base import (
     Timestamps,
     UTCDateTime,
     enum_type,
+    sparse_index,
 )
 
 
@@ -45,6 +46,7 @@ class InboundMessage(IdentityKey, Timestamps, Base):
             "sha256",
             unique=True,
         ),
+        sparse_index("inbound_messages", "duplicate_of_id"),
     )
 
     channel: Mapped[str] = mapped_column(sa.String(64))
@@ -52,7 +54,7 @@ class InboundMessage(IdentityKey, Timestamps, Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     raw: Mapped[bytes] = mapped_column(sa.LargeBinary())
     size: Mapped[int] = mapped_column(sa.Integer())
-    sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
     # What the adapter could read off the envelope without parsing the content.
     control_id: Mapped[str | None] = mapped_column(sa.String(199))
     sender: Mapped[str | None] = mapped_column(sa.String(255))
@@ -68,5 +70,5 @@ class InboundMessage(IdentityKey, Timestamps, Base):
     # The acknowledgement we sent, kept so a resend of the same message gets the same answer.
     ack: Mapped[bytes | None] = mapped_column(sa.LargeBinary())
     duplicate_of_id: Mapped[int | None] = mapped_column(
-        BigId, sa.ForeignKey("inbound_messages.id", ondelete="SET NULL"), index=True
+        BigId, sa.ForeignKey("inbound_messages.id", ondelete="SET NULL")
     )

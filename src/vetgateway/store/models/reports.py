@@ -26,6 +26,7 @@ from vetgateway.store.models.base import (
     Timestamps,
     UuidKey,
     enum_type,
+    sparse_index,
 )
 from vetgateway.store.models.patients import PatientIdentifiers
 
@@ -63,6 +64,7 @@ class DiagnosticReport(UuidKey, Timestamps, SoftDelete, PatientIdentifiers, Base
     __table_args__ = (
         sa.Index("ix_diagnostic_reports_patient_observed", "patient_id", "observed_at"),
         sa.Index("ix_diagnostic_reports_pms_observed", "patient_pms_id", "observed_at"),
+        sparse_index("diagnostic_reports", "supersedes_id"),
     )
 
     inbound_message_id: Mapped[int | None] = mapped_column(
@@ -102,7 +104,7 @@ class DiagnosticReport(UuidKey, Timestamps, SoftDelete, PatientIdentifiers, Base
     reported_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(sa.Integer(), default=1)
     supersedes_id: Mapped[uuid.UUID | None] = mapped_column(
-        sa.ForeignKey("diagnostic_reports.id", ondelete="SET NULL"), index=True
+        sa.ForeignKey("diagnostic_reports.id", ondelete="SET NULL")
     )
 
     results: Mapped[list[LabResult]] = relationship(
@@ -119,6 +121,7 @@ class LabResult(IdentityKey, Timestamps, SoftDelete, Base):
     and flags are kept verbatim beside it."""
 
     __tablename__ = "lab_results"
+    __table_args__ = (sparse_index("lab_results", "supersedes_id"),)
 
     report_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey("diagnostic_reports.id", ondelete="CASCADE"), index=True
@@ -163,7 +166,7 @@ class LabResult(IdentityKey, Timestamps, SoftDelete, Base):
     observed_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(sa.Integer(), default=1)
     supersedes_id: Mapped[int | None] = mapped_column(
-        BigId, sa.ForeignKey("lab_results.id", ondelete="SET NULL"), index=True
+        BigId, sa.ForeignKey("lab_results.id", ondelete="SET NULL")
     )
     comments: Mapped[str | None] = mapped_column(sa.Text())
 
