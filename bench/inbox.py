@@ -154,20 +154,33 @@ class Rounds:
         )
 
 
+def measure_rounds(
+    db: Database,
+    connect: Callable[[], object],
+    placeholder: str,
+    seconds: float,
+    size: int,
+    rounds: int,
+) -> Rounds:
+    """Inbox and bare driver at each writer count, ``rounds`` times over."""
+    results = Rounds()
+    for round_ in range(rounds):
+        for writers in WRITERS:
+            results.measure(
+                writers,
+                round_,
+                partial(inbox_rate, db, writers, seconds, size),
+                partial(bare_rate, connect, placeholder, writers, seconds, size),
+            )
+    return results
+
+
 def bench_sqlite(seconds: float, size: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         db = Database(f"sqlite:///{path}")
         migrate.upgrade(db)
-        results = Rounds()
-        for round_ in range(rounds):
-            for writers in WRITERS:
-                results.measure(
-                    writers,
-                    round_,
-                    partial(inbox_rate, db, writers, seconds, size),
-                    partial(bare_rate, sqlite_connect(path), "?", writers, seconds, size),
-                )
+        results = measure_rounds(db, sqlite_connect(path), "?", seconds, size, rounds)
         for writers in WRITERS:
             results.report("sqlite", writers)
         db.dispose()
@@ -187,15 +200,7 @@ def bench_postgres(admin_url: str, seconds: float, size: int, rounds: int) -> No
         def connect() -> psycopg.Connection:
             return psycopg.connect(dsn, options="-c synchronous_commit=on")
 
-        results = Rounds()
-        for round_ in range(rounds):
-            for writers in WRITERS:
-                results.measure(
-                    writers,
-                    round_,
-                    partial(inbox_rate, db, writers, seconds, size),
-                    partial(bare_rate, connect, "%s", writers, seconds, size),
-                )
+        results = measure_rounds(db, connect, "%s", seconds, size, rounds)
         for writers in WRITERS:
             results.report("postgresql", writers)
         gains = [eight / one for one, eight in zip(results.inbox[1], results.inbox[8], strict=True)]
