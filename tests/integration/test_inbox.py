@@ -366,6 +366,57 @@ def test_same_control_id_other_bytes_is_stored_and_held_for_review(db: Database)
     assert load(db, original.message_id).status is MessageStatus.RECEIVED
 
 
+def _advisory_lock_waiters(db: Database) -> int:
+    with db.engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        ).scalar_one()
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_a_collision_committed_side_by_side_is_still_held_for_review(db: Database) -> None:
+    """Two batches in flight at once (two commit slots, or two gateways on one database), each
+    with a message of the same envelope: the second must not miss the first just because the
+    first had not committed when the second was inserted."""
+    inbox = Inbox(db, commit_slots=2)
+    first_inserted, let_first_commit = threading.Event(), threading.Event()
+    insert = inbox._insert
+
+    def first_batch_pauses_before_its_commit(connection, rows):  # type: ignore[no-untyped-def]
+        receipts = insert(connection, rows)
+        if rows[0]["raw"] == ORU:
+            first_inserted.set()
+            let_first_commit.wait(timeout=30)
+        return receipts
+
+    inbox._insert = first_batch_pauses_before_its_commit  # type: ignore[method-assign]
+    receipts: dict[str, Receipt] = {}
+    second_done = threading.Event()
+
+    def send(name: str, raw: bytes, done: threading.Event | None = None) -> None:
+        receipts[name] = inbox.receive(raw, "mllp", name, IDEXX)
+        if done is not None:
+            done.set()
+
+    first = threading.Thread(target=send, args=("first", ORU))
+    first.start()
+    assert first_inserted.wait(timeout=10)
+    changed = ORU.replace(b"P1", b"P2")
+    second = threading.Thread(target=send, args=("second", changed, second_done))
+    second.start()
+    # The second batch either waits for the first's envelope lock or (without it) finishes.
+    wait_until(lambda: second_done.is_set() or _advisory_lock_waiters(db) > 0)
+    let_first_commit.set()
+    for t in (first, second):
+        t.join(timeout=30)
+    assert receipts["second"].collision_with == receipts["first"].message_id
+    assert load(db, receipts["second"].message_id).status is MessageStatus.QUARANTINED
+    assert load(db, receipts["first"].message_id).status is MessageStatus.RECEIVED
+
+
 @pytest.mark.parametrize(
     "meta",
     [MessageMeta(), MessageMeta(control_id="CTRL7", sender="OTHER^LAB")],

@@ -21,6 +21,11 @@ stored again: ``receive`` returns the original's id and time with ``duplicate=Tr
 can answer exactly as it did the first time (RELIABILITY R01, R07, R10). The same sender and control
 id with *other* bytes is stored, quarantined for review and reported as ``collision_with`` (R08):
 never merged, never dropped. Both are decided inside the batch's transaction, at no extra commit.
+On PostgreSQL batches commit side by side (two commit slots, or several gateways on one
+database), and a transaction cannot see another's uncommitted row: two messages with the same
+envelope in flight at once would each miss the other. So a batch first takes a transaction lock
+for each (sender, control id) it carries, in one sorted order; the second of two such messages is
+inserted only once the first is committed, and sees it.
 
 **Commit slots** (``VETGATEWAY_INBOX_COMMIT_SLOTS``; how many batches may be in flight at once)
 default to the back end's best: two on PostgreSQL, one on SQLite. A PostgreSQL batch is a string
@@ -218,6 +223,7 @@ class _BatchInsert:
     ) -> list[tuple[MessageId | None, MessageId | None]]:
         """PostgreSQL: the whole batch in one statement (see the class docstring), on a
         ``RawCursor``: psycopg re-parses a ``%s`` statement of over 50 parameters every time."""
+        self._lock_envelopes(cursor, rows)
         with psycopg.RawCursor(cursor.connection) as raw:
             raw.execute(
                 self._pg_statement(len(rows)),
@@ -247,6 +253,24 @@ class _BatchInsert:
             raise RuntimeError("inbox batch: more ids returned than rows sent")
         return found
 
+    @staticmethod
+    def _lock_envelopes(cursor: Any, rows: list[dict[str, Any]]) -> None:
+        """Serialise this batch with any other in flight that carries the same sender and
+        control id (see "Resends and collisions" above). The locks are released at commit or
+        rollback; sorted, so two batches never wait for each other in a circle."""
+        keys = sorted(
+            {
+                _envelope_lock(row["sender"], row["control_id"])
+                for row in rows
+                if row["sender"] is not None and row["control_id"] is not None
+            }
+        )
+        if keys:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::integer[]) AS k",
+                (_ENVELOPE_LOCKS, keys),
+            ).fetchall()
+
     def _pg_statement(self, count: int) -> str:
         """One INSERT for ``count`` rows, inserted in batch order."""
         columns = ", ".join(_COLUMNS)
@@ -274,6 +298,19 @@ class _BatchInsert:
                 message_id,
             ),
         )
+
+
+# The first key of the inbox's two-key advisory locks ("VGIB"): a space of its own, apart from
+# the single-key locks that orders and devices take.
+_ENVELOPE_LOCKS = 0x56474942
+
+
+def _envelope_lock(sender: str, control_id: str) -> int:
+    """A 32-bit lock key for one envelope; two envelopes sharing one only wait for each other."""
+    digest = hashlib.blake2b(
+        f"{sender}\x00{control_id}".encode("utf-8", "backslashreplace"), digest_size=4
+    ).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _ids(new: int, earlier: int | None) -> tuple[MessageId, MessageId | None]:
