@@ -95,13 +95,17 @@ def insert_rows(session: Session, table: sa.Table, rows: Sequence[dict[str, Any]
     with psycopg.RawCursor(driver) as cursor:
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
+            # Only full chunks may be prepared (psycopg does so from their fifth use): the sizes
+            # of last chunks vary with the batch, and a server-side plan of thousands of
+            # parameters kept for each size, on each connection, would cost memory for nothing.
             cursor.execute(
                 statement.head + numbered_rows(len(columns), len(part)),
                 [value for row in part for value in statement.values(row)],
+                prepare=None if len(part) == chunk else False,
             )
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)  # a 1,000-row text is some 100 kB: keep few
 def numbered_rows(width: int, count: int, casts: tuple[str, ...] = ()) -> str:
     """``($1, $2), ($3, $4)`` for ``count`` rows of ``width`` parameters, each cast to its type
     in ``casts`` when given (``$1::text``): PostgreSQL's own placeholders, for a ``RawCursor``."""

@@ -228,6 +228,9 @@ class _BatchInsert:
             raw.execute(
                 self._pg_statement(len(rows)),
                 [value for n, row in enumerate(rows) for value in (*self.params(row), n)],
+                # psycopg prepares a statement from its fifth use, one plan per batch size and
+                # connection: worth it for the small batches that recur, not for large ones.
+                prepare=None if len(rows) <= _PREPARED_BATCH_ROWS else False,
             )
             inserted = iter(sorted(raw.fetchall()))  # by id, which is batch order
         first_in_batch: dict[tuple[str, str], MessageId] = {}
@@ -299,6 +302,9 @@ class _BatchInsert:
             ),
         )
 
+
+# The largest batch whose INSERT may be prepared on the server (see ``_insert_batch``).
+_PREPARED_BATCH_ROWS = 32
 
 # The first key of the inbox's two-key advisory locks ("VGIB"): a space of its own, apart from
 # the single-key locks that orders and devices take.
