@@ -21,13 +21,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-__all__ = ["MAX_ROWS", "insert_rows", "numbered_rows"]
+from vetgateway.store.models.base import UTCDateTime
+
+__all__ = ["MAX_ROWS", "bind_processor", "insert_rows", "numbered_rows"]
 
 MAX_ROWS = 1000
 _PG_MAX_PARAMETERS = 65_535
@@ -63,7 +66,7 @@ def _statement(table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect) -
             processors=tuple(
                 (index, process)
                 for index, column in enumerate(named)
-                if (process := column.type._cached_bind_processor(dialect)) is not None
+                if (process := bind_processor(column, dialect)) is not None
             ),
             columns=columns,
         )
@@ -103,6 +106,31 @@ def insert_rows(session: Session, table: sa.Table, rows: Sequence[dict[str, Any]
                 [value for row in part for value in statement.values(row)],
                 prepare=None if len(part) == chunk else False,
             )
+
+
+def bind_processor(
+    column: sa.ColumnElement[Any], dialect: sa.Dialect
+) -> Callable[[Any], Any] | None:
+    """The column type's bind processing on ``dialect``, as SQLAlchemy does it, or ``None``
+    when values pass as they are; with one faster equivalent: UTC timestamps on SQLite.
+
+    SQLAlchemy's SQLite ``DATETIME`` formats through a ``%``-template over a dict of seven fields,
+    3 µs a value, paid for every stored message and result. ``isoformat`` writes the same text
+    (``YYYY-MM-DD HH:MM:SS.ffffff``) in a tenth of that; ``tests/unit/test_bulk_binds.py`` holds
+    the two equal.
+    """
+    if dialect.name == "sqlite" and isinstance(column.type, UTCDateTime):
+        return _sqlite_utc_text
+    return column.type._cached_bind_processor(dialect)
+
+
+def _sqlite_utc_text(value: datetime | None) -> str | None:
+    """``UTCDateTime`` then SQLite ``DATETIME`` bind processing, in one step."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column; attach a time zone first")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 @functools.lru_cache(maxsize=64)  # a 1,000-row text is some 100 kB: keep few

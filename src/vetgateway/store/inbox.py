@@ -53,7 +53,7 @@ import psycopg
 import sqlalchemy as sa
 
 from vetgateway.errors import StorageError
-from vetgateway.store.bulk import numbered_rows
+from vetgateway.store.bulk import bind_processor, numbered_rows
 from vetgateway.store.db import Database, PinnedConnection
 from vetgateway.store.models import InboundMessage, MessageStatus
 from vetgateway.store.models.base import utcnow
@@ -155,7 +155,7 @@ class _BatchInsert:
         self._processors = [
             (index, process)
             for index, name in enumerate(_COLUMNS)
-            if (process := table.c[name].type._cached_bind_processor(dialect)) is not None
+            if (process := bind_processor(table.c[name], dialect)) is not None
         ]
         mark = "%s" if self._pg else "?"
         # SQLite, one row per statement. Its RETURNING subquery sees rows committed earlier and
@@ -339,6 +339,20 @@ def _settle(pendings: list[_Pending]) -> None:
             p.future.set_result(p.receipt)
 
 
+_events = threading.local()
+
+
+def _thread_event() -> threading.Event:
+    """This thread's wake-up event, cleared: a thread waits in one ``receive`` at a time, and
+    once that returns nobody sets its event again (its row is out of the queue), so one Event
+    per thread serves every call instead of a new lock and condition per message."""
+    event: threading.Event | None = getattr(_events, "event", None)
+    if event is None:
+        event = _events.event = threading.Event()
+    event.clear()
+    return event
+
+
 def default_commit_slots(dialect: str) -> int:
     """Batches in flight at once when not configured (see the module docstring)."""
     return 2 if dialect == "postgresql" else 1
@@ -395,7 +409,7 @@ class Inbox:
         self, raw: bytes, channel: str, peer: str, meta: MessageMeta | None = None
     ) -> Receipt:
         """Like ``accept``, with what an adapter needs to answer: time, resend, collision."""
-        wake = threading.Event()
+        wake = _thread_event()
         pending = _Pending(self._row(raw, channel, peer, meta or MessageMeta()), wake)
         with self._lock:
             self._queue.append(pending)

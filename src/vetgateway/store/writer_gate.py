@@ -15,8 +15,7 @@ otherwise deadlock on. PostgreSQL needs none of this: its writers do not share o
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 __all__ = ["WriterGate", "gate_for"]
 
@@ -27,31 +26,52 @@ class WriterGate:
         self._owner: int | None = None
         self._depth = 0
         self._priority_waiting = 0
+        # ``held`` hands out these two, not a generator-based context manager per write: every
+        # inbox commit passes here, and a generator's frame costs more than the gate's logic.
+        self._holds = (_Hold(self, priority=False), _Hold(self, priority=True))
 
-    @contextmanager
-    def held(self, *, priority: bool = False) -> Iterator[None]:
+    def held(self, *, priority: bool = False) -> AbstractContextManager[None]:
+        """Hold the gate for a ``with`` block (re-entrant per thread)."""
+        return self._holds[priority]
+
+    def _enter(self, priority: bool) -> None:
         me = threading.get_ident()
         with self._condition:
             if self._owner == me:
                 self._depth += 1
-            else:
+                return
+            if priority:
+                self._priority_waiting += 1
+            try:
+                while self._owner is not None or (not priority and self._priority_waiting > 0):
+                    self._condition.wait()
+            finally:
                 if priority:
-                    self._priority_waiting += 1
-                try:
-                    while self._owner is not None or (not priority and self._priority_waiting > 0):
-                        self._condition.wait()
-                finally:
-                    if priority:
-                        self._priority_waiting -= 1
-                self._owner, self._depth = me, 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._owner = None
-                    self._condition.notify_all()
+                    self._priority_waiting -= 1
+            self._owner, self._depth = me, 1
+
+    def _exit(self) -> None:
+        with self._condition:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._condition.notify_all()
+
+
+class _Hold(AbstractContextManager[None]):
+    """``with gate.held(...)``: stateless, so one per gate and priority serves every thread."""
+
+    __slots__ = ("_gate", "_priority")
+
+    def __init__(self, gate: WriterGate, *, priority: bool) -> None:
+        self._gate = gate
+        self._priority = priority
+
+    def __enter__(self) -> None:
+        self._gate._enter(self._priority)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._gate._exit()
 
 
 _gates: dict[str, WriterGate] = {}
