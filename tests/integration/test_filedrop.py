@@ -381,9 +381,9 @@ def test_extra_drop_folders_are_watched_and_named_by_their_path(
 
 
 def test_run_polls_with_the_injected_clock_and_sleep(db: Database, tmp_path: Path) -> None:
-    drop = Drop(tmp_path, Inbox(db))
-    drop.put("glucose.hl7", GLUCOSE.read_bytes())
     inbox = Inbox(db)
+    drop = Drop(tmp_path, inbox)
+    drop.put("glucose.hl7", GLUCOSE.read_bytes())
     now = [0.0]
     slept: list[float] = []
 
@@ -407,7 +407,10 @@ def test_run_polls_with_the_injected_clock_and_sleep(db: Database, tmp_path: Pat
         sleep=sleep,
     )
     drop.watcher = watcher
-    asyncio.run(asyncio.wait_for(watcher.run(), timeout=30))
+    try:
+        asyncio.run(asyncio.wait_for(watcher.run(), timeout=30))
+    finally:
+        inbox.close()  # its kept connection goes back to the pool, not to the garbage collector
     # seen at 0, still settling at 1, taken in at 2; the sleep after that one stops the loop
     assert slept == [1.0, 1.0, 1.0]
     assert len(rows(db)) == 1
