@@ -126,12 +126,14 @@ _EARLIEST_COLLISION = (
 
 
 class _BatchInsert:
-    """The hot-path INSERT at the driver level, with SQLAlchemy's own per-column bind processing,
-    so rows are stored exactly as the ORM reads them but without ORM or Core statement overhead.
+    """The hot-path INSERT at the driver level, with SQLAlchemy's own per-column bind processing
+    (bar one faster equivalent, ``bulk.bind_processor``), so rows are stored exactly as the ORM
+    reads them but without ORM or Core statement overhead.
 
-    Each inserted row also returns the earliest stored message with the same sender and control
-    id but other bytes (a collision). A resend (``ON CONFLICT DO NOTHING`` returns no row) is
-    looked up afterwards in the same transaction; it is rare.
+    Each inserted row with a sender and a control id also returns the earliest stored message
+    with the same two but other bytes (a collision). A resend (``ON CONFLICT DO NOTHING`` returns
+    no row) is looked up afterwards in the same transaction; it is rare. A row lacking either
+    can be neither, and is inserted plainly.
 
     SQLite is in-process, so one statement per row in a loop is cheap. PostgreSQL takes a whole
     batch in *one* statement: the server's cost per statement, not per byte, dominates small
