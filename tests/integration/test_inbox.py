@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests.pgcluster import PostgresCluster
 from tests.waiting import wait_until
 from vetgateway.errors import StorageError, StorageUnavailable
+from vetgateway.store import migrate
 from vetgateway.store.db import Database
 from vetgateway.store.inbox import Inbox, MessageMeta, Receipt
 from vetgateway.store.models import InboundMessage, MessageStatus
@@ -282,6 +284,7 @@ def test_every_returned_id_survives_sigkill(db: Database) -> None:
 
 ORU = b"MSH|^~\\&|LAB|IDEXX|VG|CLINIC|20261126||ORU^R01|CTRL7|P|2.5.1\rPID|1||P1\r"
 IDEXX = MessageMeta(control_id="CTRL7", sender="LAB^IDEXX")
+ASTM = MessageMeta(sender="ANALYZER-1")  # as the analyzer listener stores: no control id
 
 
 def test_identical_resend_returns_the_original_and_stores_nothing_new(db: Database) -> None:
@@ -394,6 +397,7 @@ def test_a_collision_committed_side_by_side_is_still_held_for_review(db: Databas
             let_first_commit.wait(timeout=30)
         return receipts
 
+    first_batch_pauses_before_its_commit.is_one_statement = insert.is_one_statement  # type: ignore[attr-defined]
     inbox._insert = first_batch_pauses_before_its_commit  # type: ignore[method-assign]
     receipts: dict[str, Receipt] = {}
     second_done = threading.Event()
@@ -583,3 +587,87 @@ def test_a_cancelled_async_caller_still_has_its_row_stored(db: Database) -> None
     asyncio.run(main())
     inbox.close()
     assert [r.raw for r in [load(db, 1)]] == [b"cancelled"]
+
+
+# -- PostgreSQL: envelope-less batches commit as one statement ------------------------------------
+
+
+def _protocol_trace(connection: Any, work: Callable[[], object], tmp_path: Path) -> bytes:
+    """What libpq sent and received on ``connection`` during ``work`` (``PQtrace``)."""
+    path = tmp_path / "libpq.trace"
+    with path.open("wb") as trace:
+        connection.pgconn.trace(trace.fileno())
+        try:
+            work()
+        finally:
+            connection.pgconn.untrace()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_an_envelope_less_batch_is_one_statement_without_begin_or_commit(
+    db: Database, tmp_path: Path
+) -> None:
+    inbox = Inbox(db)
+    try:
+        connection = _kept_connection(db, inbox)
+        sent = _protocol_trace(
+            connection, lambda: inbox.accept(b"H|one", "astm", "peer", ASTM), tmp_path
+        )
+        enveloped = _protocol_trace(
+            connection, lambda: inbox.accept(b"MSH|two", "mllp", "peer", IDEXX), tmp_path
+        )
+        assert connection.autocommit is False  # left as the pool expects it
+    finally:
+        inbox.close()
+    # One statement (one Bind, whether the INSERT is prepared on this connection yet or not).
+    assert sent.count(b"\tBind\t") == 1
+    assert b'CommandComplete\t "INSERT 0 1"' in sent
+    assert b"BEGIN" not in sent
+    assert b"COMMIT" not in sent
+    assert b"BEGIN" in enveloped  # a transaction: lock, insert, follow-ups, commit
+    assert b"COMMIT" in enveloped
+    assert len(_stored(db)) == 3  # "first", and the two above
+
+
+def _stored(db: Database) -> list[bytes]:
+    with db.session(readonly=True) as s:
+        return list(s.execute(sa.select(InboundMessage.raw).order_by(InboundMessage.id)).scalars())
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_a_failed_single_statement_is_not_retried_and_leaves_no_autocommit(db: Database) -> None:
+    inbox = Inbox(db)
+    try:
+        with pytest.raises(StorageError, match="rejected"):
+            inbox.accept(b"H|x", "c" * 100, "peer", ASTM)  # channel is VARCHAR(64)
+        assert inbox.accept(b"H|y", "astm", "peer", ASTM) > 0
+    finally:
+        inbox.close()
+    assert _stored(db) == [b"H|y"]
+    for _ in range(3):  # whatever the pool hands out next is back in transaction mode
+        pooled = db.engine.raw_connection()
+        try:
+            assert pooled.driver_connection.autocommit is False  # type: ignore[union-attr]
+        finally:
+            pooled.close()
+
+
+def test_r03_after_a_restart_an_envelope_less_message_is_stored_on_first_try(
+    pg_cluster: PostgresCluster,
+) -> None:
+    """The single statement is its own commit and is never sent twice; the connection the
+    restart killed is recognised before anything is sent, and replaced."""
+    db = Database(pg_cluster.create_database("vetgateway"))
+    migrate.upgrade(db)
+    inbox = Inbox(db)
+    try:
+        inbox.accept(b"H|before", "astm", "peer", ASTM)
+        pg_cluster.stop("fast")
+        pg_cluster.start()
+        inbox.accept(b"H|after", "astm", "peer", ASTM)  # no StorageError: stale one replaced
+    finally:
+        inbox.close()
+        stored = _stored(db)
+        db.dispose()
+    assert stored == [b"H|before", b"H|after"]

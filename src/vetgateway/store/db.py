@@ -11,7 +11,8 @@ peer is acknowledged") depends on it:
 Dead connections are handled optimistically, not with a ping per checkout (a round trip on the
 inbox's hot path): the first statement that finds the server gone invalidates the whole pool, so
 one operation fails after a database restart, and ``Database.write`` retries that one when nothing
-had reached the commit yet.
+had reached the commit yet. A single-statement write (autocommit) is its own commit and is never
+retried, so it looks at the socket first instead (no round trip).
 
 Callers own the unit of work: ``with db.session() as s:`` commits on success and rolls back on any
 exception. Store functions take a session and never commit.
@@ -20,11 +21,13 @@ exception. Store functions take a session and never commit.
 from __future__ import annotations
 
 import logging
+import select
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
@@ -92,6 +95,33 @@ def create_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> Eng
         max_overflow=pool_size,
         connect_args={"options": f"-c synchronous_commit={commit}", "connect_timeout": 5},
     )
+
+
+def _closed_by_server(connection: Any) -> bool:
+    """Whether an idle psycopg connection was closed by the server, asked without a round trip.
+
+    An idle connection has nothing to read unless the server sent something unasked: on a
+    shutdown or restart, a FATAL message and the end of the stream. So readable means stale.
+    (An asynchronous notice could also be waiting, costing only a reconnect; the gateway does
+    not LISTEN.)
+    """
+    try:
+        poller = select.poll()  # not select(): a gateway may hold descriptors past FD_SETSIZE
+        poller.register(connection.pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, psycopg.OperationalError):  # closed on our side already
+        return True
+
+
+def _autocommitted(connection: Any, work: Callable[[Any], T]) -> T:
+    """``work``'s one statement, committed by itself. The connection leaves autocommit again
+    before anyone else can use it (a broken one is dropped by the pool instead)."""
+    connection.autocommit = True
+    try:
+        return work(connection)
+    finally:
+        if not connection.broken:
+            connection.autocommit = False
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -173,7 +203,13 @@ class Database:
             return self._gate.held(priority=priority)
         return nullcontext()
 
-    def write(self, work: Callable[[Any], T], *, pin: PinnedConnection | None = None) -> T:
+    def write(
+        self,
+        work: Callable[[Any], T],
+        *,
+        pin: PinnedConnection | None = None,
+        single_statement: bool = False,
+    ) -> T:
         """Run ``work(driver_connection)`` in one transaction and commit: the hot path for
         durable writes, with no SQLAlchemy statement layer between the caller and the driver.
 
@@ -183,11 +219,21 @@ class Database:
         the outcome is unknown; it raises ``StorageUnavailable`` and the caller must not
         acknowledge. With ``pin``, the connection is kept there after a successful commit and
         reused by the next call, instead of going back to the pool.
+
+        ``single_statement``: ``work`` runs exactly one statement, which on PostgreSQL then
+        commits by itself (autocommit): one round trip instead of three, since psycopg sends
+        BEGIN and COMMIT as statements of their own. That statement *is* the commit, so once it
+        was sent it is never retried; a connection the server closed while it sat idle (the
+        restart above) is recognised before anything is sent instead, without a round trip
+        (``_closed_by_server``), and replaced. SQLite ignores the flag.
         """
         with self._writing(True, priority=True):
-            return self._write(work, pin)
+            return self._write(work, pin, single_statement=single_statement)
 
-    def _write(self, work: Callable[[Any], T], pin: PinnedConnection | None) -> T:
+    def _write(
+        self, work: Callable[[Any], T], pin: PinnedConnection | None, *, single_statement: bool
+    ) -> T:
+        autocommit = single_statement and self.dialect == "postgresql"
         for attempt in (1, 2):
             pooled = pin.take() if pin is not None else None
             if pooled is None:
@@ -201,9 +247,19 @@ class Database:
                 assert driver_connection is not None
                 if self.dialect == "sqlite":
                     driver_connection.execute("BEGIN IMMEDIATE")
-                outcome = work(driver_connection)
-                committing = True
-                driver_connection.commit()
+                elif autocommit and _closed_by_server(driver_connection):
+                    self._discard_pool(pooled)
+                    if attempt == 1:
+                        log.warning("database connection was stale; retrying on a new one")
+                        continue
+                    raise StorageUnavailable("database unavailable: connection closed")
+                if autocommit:
+                    committing = True  # the statement is the commit: never sent twice
+                    outcome = _autocommitted(driver_connection, work)
+                else:
+                    outcome = work(driver_connection)
+                    committing = True
+                    driver_connection.commit()
                 if pin is not None:
                     kept = pin.keep(pooled)
                 return outcome
@@ -219,6 +275,11 @@ class Database:
                 if not kept:
                     pooled.close()  # back to the pool, rolled back if the commit was not reached
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _discard_pool(self, pooled: Any) -> None:
+        """Drop a connection found dead, and every idle one with it (see ``_lost_connection``)."""
+        pooled.invalidate()
+        self.engine.dispose()
 
     def _lost_connection(self, pooled: Any, exc: Exception) -> bool:
         """Whether a driver error means the connection is gone; if so, drop it, and every other
