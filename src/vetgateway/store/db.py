@@ -276,20 +276,20 @@ class Database:
                     pooled.close()  # back to the pool, rolled back if the commit was not reached
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _discard_pool(self, pooled: Any) -> None:
-        """Drop a connection found dead, and every idle one with it (see ``_lost_connection``)."""
-        pooled.invalidate()
+    def _discard_pool(self, pooled: Any, exc: BaseException | None = None) -> None:
+        """Drop a connection found dead, and every idle one of the pool with it: a server
+        restart killed them all, and a retry must not be handed another dead one (the pager and
+        API share this pool)."""
+        pooled.invalidate(exc)
         self.engine.dispose()
 
     def _lost_connection(self, pooled: Any, exc: Exception) -> bool:
-        """Whether a driver error means the connection is gone; if so, drop it, and every other
-        idle connection of the pool with it: a server restart killed them all, and the retry
-        must not be handed another dead one (the pager and API share this pool)."""
+        """Whether a driver error means the connection is gone; if so, drop the pool's
+        connections (``_discard_pool``)."""
         dialect = self.engine.dialect
         lost = bool(dialect.is_disconnect(exc, pooled.dbapi_connection, None))  # type: ignore[arg-type]
         if lost:
-            pooled.invalidate(exc)
-            self.engine.dispose()
+            self._discard_pool(pooled, exc)
         return lost
 
     def redoable(self) -> Database:
