@@ -88,7 +88,7 @@ def test_upgrade_downgrade_upgrade(fresh_db: Database) -> None:
 
     migrate.upgrade(fresh_db)
     assert expected <= _tables(fresh_db)
-    assert migrate.current_revision(fresh_db) == migrate.head_revision() == "0007"
+    assert migrate.current_revision(fresh_db) == migrate.head_revision() == "0008"
     installed_triggers = _triggers(fresh_db)
     assert installed_triggers
 
@@ -102,7 +102,7 @@ def test_upgrade_downgrade_upgrade(fresh_db: Database) -> None:
     migrate.upgrade(fresh_db)
     assert expected <= _tables(fresh_db)
     assert _triggers(fresh_db) == installed_triggers
-    assert migrate.current_revision(fresh_db) == "0007"
+    assert migrate.current_revision(fresh_db) == "0008"
 
 
 def _flatten(diffs: list[Any]) -> Iterator[tuple[Any, ...]]:

@@ -60,12 +60,18 @@ class DiagnosticReport(UuidKey, Timestamps, SoftDelete, PatientIdentifiers, Base
 
     __tablename__ = "diagnostic_reports"
     # A patient's history in time order: the delta check's "previous result" query
-    # (``store.reports.previous_values``) reads only the reports observed before the new one.
+    # (``store.result_history.previous_values``) reads only the reports observed before the new
+    # one, or those without a time (``observed_at IS NULL`` is an index condition too). These are
+    # the only indexes on the two patient columns: a lookup by patient alone uses their leading
+    # column, and a single-column index beside them let PostgreSQL answer the "no time" half of
+    # that query by reading the patient's whole history (migration 0008).
     __table_args__ = (
         sa.Index("ix_diagnostic_reports_patient_observed", "patient_id", "observed_at"),
         sa.Index("ix_diagnostic_reports_pms_observed", "patient_pms_id", "observed_at"),
         sparse_index("diagnostic_reports", "supersedes_id"),
     )
+    patient_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid())
+    patient_pms_id: Mapped[str | None] = mapped_column(sa.String(64))
 
     inbound_message_id: Mapped[int | None] = mapped_column(
         BigId, sa.ForeignKey("inbound_messages.id", ondelete="SET NULL"), index=True
