@@ -26,39 +26,60 @@ _R = cast(sa.Table, DiagnosticReport.__table__)
 _L = cast(sa.Table, LabResult.__table__)
 
 
-def _previous_statement(patient: sa.ColumnElement[bool]) -> sa.Select[Any]:
+def _previous_statement(patient: sa.ColumnElement[bool], *, lateral: bool) -> sa.Select[Any]:
     """The "previous values" query for one way of naming the patient, built once: the delta
-    check runs it for every report with a threshold, inside the write transaction."""
+    check runs it for every report with a threshold, inside the write transaction.
+
+    The patient's earlier reports come first, through the (patient, observed_at) indexes, then
+    their results through the report index, so the cost is the patient's history, never every
+    result of these tests. A report without an observation time may still hold results with
+    one, which the result-level bound judges. ``lateral`` (PostgreSQL) makes that order the
+    only one the planner may take: a plan PostgreSQL prepared while ``lab_results`` was small
+    (a new installation, before autovacuum has analysed it) otherwise read every result of the
+    tests in the clinic for each report written, and kept doing so as the table grew. SQLite
+    takes this order by itself.
+    """
     before = sa.bindparam("before", type_=_L.c.observed_at.type)
-    # The patient's earlier reports first, through the (patient, observed_at) indexes, so the
-    # cost is the patient's history, not every result of these tests. A report without an
-    # observation time may still hold results with one, which the result-level bound judges.
     live = [patient, _R.c.deleted_at.is_(None), _R.c.id != sa.bindparam("exclude", type_=sa.Uuid())]
     reports = sa.union_all(
         sa.select(_R.c.id).where(*live, _R.c.observed_at < before),
         sa.select(_R.c.id).where(*live, _R.c.observed_at.is_(None)),
-    ).subquery()
+    ).subquery("reports")
+    wanted = [
+        _L.c.report_id == reports.c.id,
+        _L.c.deleted_at.is_(None),
+        # Deliberately not indexable (COALESCE): lab_results' test_id index holds every
+        # patient's results of the test, and a planner without statistics would walk it.
+        sa.func.coalesce(_L.c.test_id, _L.c.test_id).in_(
+            sa.bindparam("tests", expanding=True, type_=sa.Uuid())
+        ),
+        _L.c.status.not_in([ResultStatus.SUPERSEDED, ResultStatus.CANCELLED]),
+        _L.c.mapping_status == MappingStatus.MAPPED,
+        _L.c.value_numeric.is_not(None),
+        _L.c.comparator.is_(None),
+        _L.c.observed_at < before,
+    ]
+    columns = (_L.c.test_id, _L.c.value_numeric, _L.c.observed_at, _L.c.id)
+    results: sa.FromClause
+    if lateral:
+        # OFFSET 0: PostgreSQL would otherwise pull a subquery this simple up into the join
+        # and choose the order again.
+        results = sa.select(*columns).where(*wanted).offset(0).lateral("results")
+        source: sa.FromClause = reports.join(results, sa.true())
+    else:
+        results = sa.select(*columns).select_from(reports.join(_L, sa.and_(*wanted))).subquery()
+        source = results
     latest = (
         sa.func.row_number()
-        .over(partition_by=_L.c.test_id, order_by=(_L.c.observed_at.desc(), _L.c.id.desc()))
+        .over(
+            partition_by=results.c.test_id,
+            order_by=(results.c.observed_at.desc(), results.c.id.desc()),
+        )
         .label("n")
     )
     ranked = (
-        sa.select(_L.c.test_id, _L.c.value_numeric, _L.c.observed_at, latest)
-        .select_from(reports.join(_L, _L.c.report_id == reports.c.id))
-        .where(
-            _L.c.deleted_at.is_(None),
-            # Deliberately not indexable (COALESCE): lab_results' test_id index holds every
-            # patient's results of the test, and SQLite without statistics would walk it.
-            sa.func.coalesce(_L.c.test_id, _L.c.test_id).in_(
-                sa.bindparam("tests", expanding=True, type_=sa.Uuid())
-            ),
-            _L.c.status.not_in([ResultStatus.SUPERSEDED, ResultStatus.CANCELLED]),
-            _L.c.mapping_status == MappingStatus.MAPPED,
-            _L.c.value_numeric.is_not(None),
-            _L.c.comparator.is_(None),
-            _L.c.observed_at < before,
-        )
+        sa.select(results.c.test_id, results.c.value_numeric, results.c.observed_at, latest)
+        .select_from(source)
         .subquery()
     )
     return sa.select(ranked.c.test_id, ranked.c.value_numeric, ranked.c.observed_at).where(
@@ -66,10 +87,14 @@ def _previous_statement(patient: sa.ColumnElement[bool]) -> sa.Select[Any]:
     )
 
 
-_PREVIOUS_BY_ID = _previous_statement(_R.c.patient_id == sa.bindparam("patient", type_=sa.Uuid()))
-_PREVIOUS_BY_PMS_ID = _previous_statement(
-    _R.c.patient_pms_id == sa.bindparam("patient", type_=_R.c.patient_pms_id.type)
-)
+_BY_ID = _R.c.patient_id == sa.bindparam("patient", type_=sa.Uuid())
+_BY_PMS_ID = _R.c.patient_pms_id == sa.bindparam("patient", type_=_R.c.patient_pms_id.type)
+# (by patient id?, lateral?) -> statement
+_PREVIOUS = {
+    (by_id, lateral): _previous_statement(_BY_ID if by_id else _BY_PMS_ID, lateral=lateral)
+    for by_id in (True, False)
+    for lateral in (True, False)
+}
 _NO_REPORT = uuid.UUID(int=0)
 
 
@@ -92,7 +117,8 @@ def previous_values(
     """
     if not test_ids or (patient_id is None and not patient_pms_id):
         return {}
-    statement = _PREVIOUS_BY_ID if patient_id is not None else _PREVIOUS_BY_PMS_ID
+    lateral = session.get_bind().dialect.name == "postgresql"
+    statement = _PREVIOUS[(patient_id is not None, lateral)]
     rows = session.execute(
         statement,
         {
