@@ -97,14 +97,22 @@ def test_rows_read_back_as_written(db: Database) -> None:
     ]
 
 
-def test_more_rows_than_one_statement_takes(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bulk, "MAX_ROWS", 7)
+def test_many_rows_keep_their_order_and_their_awkward_text(db: Database) -> None:
+    """Ids follow the order given (the delta check and the API list results by id), and text
+    that COPY's format would take for delimiters (tab, newline, backslash, \\N) or an empty
+    string comes back as sent, NULL as NULL."""
     report = report_row(1)
     insert(db, REPORTS, [report])
-    insert(db, RESULTS, [result_row(report["id"], n) for n in range(50)])
+    awkward = ["tab\there", "two\nlines", "back\\slash", "\\N", "", None, "CR\rLF\n"]
+    rows = [result_row(report["id"], n) for n in range(2500)]
+    for n, row in enumerate(rows):
+        row["source_name"] = awkward[n % len(awkward)]
+    insert(db, RESULTS, rows)
     with db.session(readonly=True) as s:
-        codes = s.scalars(sa.select(LabResult.source_code).order_by(LabResult.id)).all()
-    assert codes == [f"A{n}" for n in range(50)]
+        stored = s.execute(
+            sa.select(LabResult.source_code, LabResult.source_name).order_by(LabResult.id)
+        ).all()
+    assert [tuple(r) for r in stored] == [(r["source_code"], r["source_name"]) for r in rows]
 
 
 def test_a_missing_column_with_a_python_default_gets_its_default(db: Database) -> None:
