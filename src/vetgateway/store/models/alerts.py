@@ -23,6 +23,7 @@ from vetgateway.store.models.base import (
     Timestamps,
     UuidKey,
     enum_type,
+    sparse_index,
 )
 
 
@@ -61,7 +62,14 @@ class Alert(UuidKey, Timestamps, SoftDelete, Base):
     """``patient_label`` is what a page may show (e.g. "Rex (canine), Smith"); logs never do."""
 
     __tablename__ = "alerts"
-    __table_args__ = (sa.Index("ix_alerts_state_next_action", "state", "next_action_at"),)
+    __table_args__ = (
+        sa.Index("ix_alerts_state_next_action", "state", "next_action_at"),
+        # A new critical finding merges into a live alert raised within the merge window, and
+        # the alert lists page newest first by state.
+        sa.Index("ix_alerts_state_created_at", "state", "created_at"),
+        # Only device (silence) alerts have a device: the clinical ones cost no entry.
+        sparse_index("alerts", "device_id"),
+    )
 
     kind: Mapped[AlertKind] = mapped_column(enum_type(AlertKind))
     state: Mapped[AlertState] = mapped_column(enum_type(AlertState), default=AlertState.OPEN)
@@ -80,7 +88,7 @@ class Alert(UuidKey, Timestamps, SoftDelete, Base):
     patient_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid(), index=True)
     # Operational alerts about a device (an analyzer gone silent).
     device_id: Mapped[uuid.UUID | None] = mapped_column(
-        sa.ForeignKey("devices.id", ondelete="SET NULL"), index=True
+        sa.ForeignKey("devices.id", ondelete="SET NULL")
     )
     patient_label: Mapped[str | None] = mapped_column(sa.String(200))
     summary: Mapped[str] = mapped_column(sa.Text())

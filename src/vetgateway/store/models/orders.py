@@ -36,6 +36,15 @@ class DiagnosticOrder(UuidKey, Timestamps, SoftDelete, PatientIdentifiers, Base)
     (``selectinload``); touching it unloaded raises rather than issuing a query per order."""
 
     __tablename__ = "diagnostic_orders"
+    # Matching's last rule finds an open order by owner surname and animal name, compared
+    # trimmed and lower-cased (``store.orders.candidate_orders``): the index holds exactly that.
+    __table_args__ = (
+        sa.Index(
+            "ix_diagnostic_orders_owner_patient_name",
+            sa.text("lower(trim(owner_surname))"),
+            sa.text("lower(trim(patient_name))"),
+        ),
+    )
 
     clinic_id: Mapped[uuid.UUID | None] = mapped_column(
         sa.ForeignKey("clinics.id", ondelete="SET NULL"), index=True

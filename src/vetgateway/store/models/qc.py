@@ -97,7 +97,8 @@ class QcRun(UuidKey, Timestamps, SoftDelete, Base):
     inbound_message_id: Mapped[int | None] = mapped_column(
         BigId, sa.ForeignKey("inbound_messages.id", ondelete="SET NULL"), index=True
     )
-    run_at: Mapped[datetime]
+    # Indexed: a run sent again is recognised by its analyzer time first (``store.qc``).
+    run_at: Mapped[datetime] = mapped_column(index=True)
     status: Mapped[QcStatus] = mapped_column(enum_type(QcStatus), default=QcStatus.PENDING)
     # As the analyzer sent them, before the run is linked to a configured lot.
     sample_id: Mapped[str | None] = mapped_column(sa.String(64))

@@ -86,8 +86,10 @@ class DiagnosticReport(UuidKey, Timestamps, SoftDelete, PatientIdentifiers, Base
         sa.ForeignKey("clinics.id", ondelete="SET NULL"), index=True
     )
     accession_number: Mapped[str | None] = mapped_column(sa.String(64), index=True)
-    placer_number: Mapped[str | None] = mapped_column(sa.String(64))
-    filler_number: Mapped[str | None] = mapped_column(sa.String(64))
+    # Indexed, as accession_number is: a new order looks for the reports waiting for it by any
+    # of its numbers (``pipeline.rematch``).
+    placer_number: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    filler_number: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     # Who sent it, as the code maps know senders (``pipeline.mapping.source_key``).
     source: Mapped[str | None] = mapped_column(sa.String(64))
     # The same report sent again (preliminary, final, corrected) has the same key: source, the
@@ -127,7 +129,11 @@ class LabResult(IdentityKey, Timestamps, SoftDelete, Base):
     and flags are kept verbatim beside it."""
 
     __tablename__ = "lab_results"
-    __table_args__ = (sparse_index("lab_results", "supersedes_id"),)
+    __table_args__ = (
+        sparse_index("lab_results", "supersedes_id"),
+        # A practice-management system polls for results changed since its last poll.
+        sa.Index("ix_lab_results_updated_at", "updated_at"),
+    )
 
     report_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey("diagnostic_reports.id", ondelete="CASCADE"), index=True
