@@ -174,13 +174,22 @@ def report_versions(session: Session, report: DiagnosticReport) -> Sequence[AnyR
     ).all()
 
 
+def _literally(column: Any, status: Any) -> sa.ColumnElement[bool]:
+    """``column = 'status'`` with the value written into the SQL, not bound: a partial index
+    (``WHERE match_status = 'unmatched'``) serves a query only when the planner can see that
+    value, and a statement psycopg has prepared is planned without its parameters' values."""
+    return cast(
+        sa.ColumnElement[bool], column == sa.literal(status, column.type, literal_execute=True)
+    )
+
+
 def find_unmatched(
     session: Session, *, before: datetime | None = None, limit: int = 100
 ) -> Sequence[DiagnosticReport]:
     """The unmatched queue: newest first; only each report's newest version."""
     newer = aliased(DiagnosticReport)
     statement = sa.select(DiagnosticReport).where(
-        DiagnosticReport.match_status == MatchStatus.UNMATCHED,
+        _literally(DiagnosticReport.match_status, MatchStatus.UNMATCHED),
         DiagnosticReport.deleted_at.is_(None),
         ~sa.exists().where(newer.supersedes_id == DiagnosticReport.id),
     )
@@ -207,7 +216,7 @@ def unmapped_codes(session: Session, *, limit: int = 500) -> Sequence[AnyRow]:
         )
         .join(_R, _R.c.id == _L.c.report_id)
         .where(
-            _L.c.mapping_status == MappingStatus.UNMAPPED,
+            _literally(_L.c.mapping_status, MappingStatus.UNMAPPED),
             _L.c.status != ResultStatus.SUPERSEDED,
             _L.c.deleted_at.is_(None),
             _R.c.deleted_at.is_(None),

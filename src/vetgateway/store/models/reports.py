@@ -69,6 +69,14 @@ class DiagnosticReport(UuidKey, Timestamps, SoftDelete, PatientIdentifiers, Base
         sa.Index("ix_diagnostic_reports_patient_observed", "patient_id", "observed_at"),
         sa.Index("ix_diagnostic_reports_pms_observed", "patient_pms_id", "observed_at"),
         sparse_index("diagnostic_reports", "supersedes_id"),
+        # The unmatched queue, newest first: only the reports waiting for a human. Queries must
+        # name the status as a literal (``store.results``) for the planners to use it.
+        sa.Index(
+            "ix_diagnostic_reports_unmatched",
+            "created_at",
+            postgresql_where=sa.text("match_status = 'unmatched'"),
+            sqlite_where=sa.text("match_status = 'unmatched'"),
+        ),
     )
     patient_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid())
     patient_pms_id: Mapped[str | None] = mapped_column(sa.String(64))
@@ -133,6 +141,14 @@ class LabResult(IdentityKey, Timestamps, SoftDelete, Base):
         sparse_index("lab_results", "supersedes_id"),
         # A practice-management system polls for results changed since its last poll.
         sa.Index("ix_lab_results_updated_at", "updated_at"),
+        # The mapping work list: only the results no mapping row covered (a literal status in
+        # the query, as for the unmatched queue).
+        sa.Index(
+            "ix_lab_results_unmapped",
+            "source_code",
+            postgresql_where=sa.text("mapping_status = 'unmapped'"),
+            sqlite_where=sa.text("mapping_status = 'unmapped'"),
+        ),
     )
 
     report_id: Mapped[uuid.UUID] = mapped_column(
