@@ -31,6 +31,34 @@ else:
 LOOP_NAME = loop_name(LOOP)
 
 
+# Which processes on this machine do what, by their command line: the share of the two cores each
+# role takes is what decides an end-to-end rate here.
+ROLES = (
+    ("gateway", "vetgateway run"),
+    ("workers", "vetgateway worker"),
+    ("postgres", "postgres"),
+    ("rabbitmq", "beam.smp"),
+)
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each of ``ROLES``' processes that are running,
+    and by this process (``client``). Take one before and one after, and subtract."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys([name for name, _ in ROLES], 0.0)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, IndexError):
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            for name, marker in ROLES:
+                if marker in command:
+                    used[name] += (int(fields[11]) + int(fields[12])) / tick
+                    break
+    own = os.times()
+    used["client"] = own.user + own.system
+    return used
+
+
 def gateway_env(data_dir: Path, **settings: str) -> dict[str, str]:
     """This environment without VETGATEWAY_* settings, then ``settings``; every port 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VETGATEWAY_")}

@@ -15,8 +15,11 @@ order, placed through the store beforehand, so matching attaches it by accession
 For 2 and 3 the clock starts at the first send and stops when the last message's status is no
 longer ``received`` (polled in the database every 20 ms); ``N senders`` each send their next
 message once the previous one is ACKed. Printed: messages/s, results/s and the pure rate divided
-by the end-to-end rate (the pipeline's overhead). Goals (issue 4): PostgreSQL + RabbitMQ with 2
-workers >= 500 messages/s (10,000 results/s); embedded >= 250 messages/s; overhead <= 3x.
+by the end-to-end rate (the pipeline's overhead); then the CPU time each part used per message
+over that window (gateway, workers, PostgreSQL, RabbitMQ, and this process: the MLLP senders
+and the finish-line poll), since on two shared cores their sum sets the rate. Goals (issue 4):
+PostgreSQL + RabbitMQ with 2 workers >= 500 messages/s (10,000 results/s); embedded >= 250
+messages/s; overhead <= 3x.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import sqlalchemy as sa
 from _processes import (
     ADMIN_URL,
     VETGATEWAY,
+    cpu_by_role,
     delete_queues,
     gateway_env,
     postgres_database,
@@ -187,15 +191,25 @@ def end_to_end(
             address = stack.enter_context(process_listening([VETGATEWAY, "run"], env, "mllp"))
             for _ in range(workers):
                 stack.enter_context(process_ready([VETGATEWAY, "worker"], env, "worker ready"))
+            cpu_before = cpu_by_role()
             started = time.perf_counter()
             send_all(split(address), messages, senders)
             acked = time.perf_counter() - started
             counts = wait_processed(database_url, len(messages))
             elapsed = time.perf_counter() - started
+            cpu_after = cpu_by_role()
     rate = len(messages) / elapsed
     print(
         f"{name:<34} {rate:8,.0f} msg/s {rate * len(PANEL):9,.0f} results/s   "
         f"(all ACKed after {acked:5.2f} s)   overhead {pure / rate:5.1f}x pure   {counts}"
+    )
+    per_message = {
+        role: (cpu_after[role] - cpu_before[role]) / len(messages) * 1000 for role in cpu_after
+    }
+    print(
+        f"{'':34} CPU per message: "
+        + ", ".join(f"{role} {ms:.2f} ms" for role, ms in per_message.items() if ms >= 0.005)
+        + f"; {sum(per_message.values()):.2f} ms in all, pure {1000 / pure:.2f} ms"
     )
 
 
