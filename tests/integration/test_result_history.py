@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,7 +19,7 @@ from vetgateway.store.db import Database
 from vetgateway.store.models import CatalogueTest, DiagnosticReport, LabResult
 from vetgateway.store.models.catalogue import CatalogueCategory, ValueType
 from vetgateway.store.models.reports import MappingStatus
-from vetgateway.store.result_history import previous_values
+from vetgateway.store.result_history import HistoryQuery, previous_values, previous_values_of_many
 
 PATIENT = uuid.UUID("7c1d8a52-0000-4000-8000-000000000001")
 PMS_ID = "PMS-HISTORY"
@@ -98,18 +99,27 @@ def test_the_latest_earlier_value_is_found_by_either_identifier(db: Database, wh
 # -- cost ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def captured(db: Database) -> Iterator[list[tuple[str, Any]]]:
-    """The history statements ``previous_values`` sends, with their parameters."""
+@contextmanager
+def sent_statements(db: Database, word: str) -> Iterator[list[tuple[str, Any]]]:
+    """The statements containing ``word`` sent inside the block, with their parameters."""
     sent: list[tuple[str, Any]] = []
 
     def watch(_c: object, _cur: object, statement: str, parameters: Any, *_: object) -> None:
-        if "row_number" in statement:
+        if word in statement:
             sent.append((statement, parameters))
 
     sa.event.listen(db.engine, "before_cursor_execute", watch)
-    yield sent
-    sa.event.remove(db.engine, "before_cursor_execute", watch)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", watch)
+
+
+@pytest.fixture
+def captured(db: Database) -> Iterator[list[tuple[str, Any]]]:
+    """The history statements ``previous_values`` sends, with their parameters."""
+    with sent_statements(db, "row_number") as sent:
+        yield sent
 
 
 def _rows_read(db: Database, statement: str, parameters: Any, *, generic: bool) -> int:
@@ -187,3 +197,104 @@ def test_on_sqlite_the_cost_does_not_grow_with_history_nobody_needs(db: Database
     _history_nobody_needs(db, crea)
     assert small > 0
     assert steps() < small + 100, small
+
+
+# -- many questions at once -------------------------------------------------------------------
+
+
+def _seed_two_patients(db: Database) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID]]:
+    """Two patients' histories of two tests, with every kind of result the check must skip."""
+    crea, glu = _test(db, "CREA"), _test(db, "GLU")
+    other = (uuid.UUID("7c1d8a52-0000-4000-8000-000000000002"), "PMS-OTHER")
+    day = timedelta(days=1)
+    skipped = [
+        {"status": ResultStatus.SUPERSEDED},
+        {"status": ResultStatus.CANCELLED},
+        {"mapping_status": MappingStatus.UNMAPPED},
+        {"comparator": "<"},
+        {"value_numeric": None},
+    ]
+    report_ids = []
+    with db.session() as s:
+        for n in range(12):
+            for patient in ((PATIENT, PMS_ID), other, (None, PMS_ID)):
+                at = T0 + n * day
+                results = [
+                    LabResult(
+                        test_id=test,
+                        source_code=str(test)[:8],
+                        value_numeric=Decimal(n * 10 + k),
+                        value_text=str(n),
+                        status=ResultStatus.FINAL,
+                        mapping_status=MappingStatus.MAPPED,
+                        observed_at=at,
+                    )
+                    for k, test in enumerate((crea, glu))
+                ]
+                if n % 4 == 3:  # this report's results are all of kinds the check skips
+                    for result in results:
+                        for name, value in skipped[n % len(skipped)].items():
+                            setattr(result, name, value)
+                report = DiagnosticReport(
+                    status=ReportStatus.FINAL,
+                    patient_id=patient[0],
+                    patient_pms_id=patient[1],
+                    observed_at=None if n == 5 else at,  # one report without a time
+                    deleted_at=T0 if n == 7 else None,  # and one deleted
+                    results=results,
+                )
+                s.add(report)
+                s.flush()
+                report_ids.append(report.id)
+    return crea, glu, report_ids
+
+
+def test_many_questions_get_the_answers_each_would_get_alone(db: Database) -> None:
+    crea, glu, report_ids = _seed_two_patients(db)
+    day = timedelta(days=1)
+    questions = [
+        HistoryQuery(
+            patient_id=patient_id,
+            patient_pms_id=pms_id,
+            test_ids=frozenset(tests),
+            before=T0 + hours * timedelta(hours=1),
+            exclude_report=exclude,
+        )
+        for patient_id, pms_id in ((PATIENT, PMS_ID), (None, PMS_ID), (None, "PMS-OTHER"))
+        for tests in ({crea}, {crea, glu})
+        for hours in (0, 30, 100, 200, 1000)
+        for exclude in (None, report_ids[9])
+    ]
+    questions.append(HistoryQuery(None, None, frozenset({crea}), T0 + 5 * day))  # nobody
+    questions.append(HistoryQuery(PATIENT, PMS_ID, frozenset(), T0 + 5 * day))  # no tests
+    with db.session(readonly=True) as s:
+        together = previous_values_of_many(s, questions)
+        alone = [
+            previous_values(
+                s,
+                patient_id=q.patient_id,
+                patient_pms_id=q.patient_pms_id,
+                test_ids=q.test_ids,
+                before=q.before,
+                exclude_report=q.exclude_report,
+            )
+            for q in questions
+        ]
+    assert together == alone
+    assert sum(bool(answer) for answer in alone) > len(questions) // 2  # mostly not empty
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_many_questions_read_only_their_patients_earlier_history(
+    db: Database, captured: list[tuple[str, Any]]
+) -> None:
+    crea = _test(db, "CREA")
+    _history_nobody_needs(db, crea)
+    questions = [HistoryQuery(PATIENT, PMS_ID, frozenset({crea}), T0)] * 3 + [
+        HistoryQuery(None, PMS_ID, frozenset({crea}), T0)
+    ] * 3
+    with db.session(readonly=True) as s, sent_statements(db, "unnest") as seen:
+        assert previous_values_of_many(s, questions) == [{}] * 6
+    ((statement, parameters),) = seen
+    for generic in (False, True):
+        assert _rows_read(db, statement, parameters, generic=generic) < 10, generic

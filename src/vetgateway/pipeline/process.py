@@ -45,6 +45,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
@@ -55,7 +56,7 @@ from vetgateway.model import Report
 from vetgateway.pipeline.alerting import CRITICAL, critical_findings, patient_label
 from vetgateway.pipeline.delta import DeltaRule, delta_check
 from vetgateway.pipeline.interpret import IntervalTable, age_in_days, interpret
-from vetgateway.pipeline.mapping import MappingTable, map_observations
+from vetgateway.pipeline.mapping import MappedObservation, MappingTable, map_observations
 from vetgateway.pipeline.matching import MatchDecision, OrderCandidate, decide_match
 from vetgateway.pipeline.parse.orm import OrderIn, parse_order_message
 from vetgateway.pipeline.parse.results import parse_results
@@ -79,7 +80,11 @@ from vetgateway.store.reports import (
     result_ids,
     save_report,
 )
-from vetgateway.store.result_history import previous_values, record_deltas
+from vetgateway.store.result_history import (
+    HistoryQuery,
+    previous_values_of_many,
+    record_deltas,
+)
 
 __all__ = ["MessageProcessor", "Outcome", "Tables"]
 
@@ -425,27 +430,33 @@ class MessageProcessor:
         # The thresholds cached when these reports were mapped (``_prepare`` loaded the tables):
         # never a catalogue re-read while the write transaction holds its lock.
         rules = self._tables.deltas if self._tables is not None else {}
+        asked: list[tuple[SavedReport, list[MappedObservation], HistoryQuery]] = []
         for item, result in written:
             matched[item.message_id] &= result.matched
-            self._delta(
-                session, item, result, rules, item.report.observed_at or received[item.message_id]
-            )
+            before = item.report.observed_at or received[item.message_id]
+            if (question := self._delta_question(item, result, rules, before)) is not None:
+                asked.append((result, *question))
+        # Every report's history in one query: all of them are written by now, so each sees the
+        # others of this batch that precede it, as if asked one after another.
+        answers = previous_values_of_many(session, [question for *_, question in asked])
+        for (result, checked, _question), previous in zip(asked, answers, strict=True):
+            self._record_deltas(session, result, checked, previous, rules)
+        for item, result in written:
             self._alert(session, item, result, now)
         return {i: Outcome.PROCESSED if m else Outcome.UNMATCHED for i, m in matched.items()}
 
-    def _delta(
-        self,
-        session: Session,
+    @staticmethod
+    def _delta_question(
         item: ReportInput,
         saved: SavedReport,
         rules: dict[uuid.UUID, DeltaRule],
         before: datetime,
-    ) -> None:
-        """The delta check of one written report (issue 5): each result with a threshold against
-        the patient's latest earlier result of its test. One query for the whole report, none at
-        all when no result has a threshold or the patient is unknown (no matched patient id, no
-        PMS id; never by name). A result observed before one already stored is checked against
-        its own predecessor; the later one keeps the outcome it got when it was written."""
+    ) -> tuple[list[MappedObservation], HistoryQuery] | None:
+        """The delta check of one written report (issue 5) asks for the patient's latest earlier
+        result of each test with a threshold: the results it checks and that question, or None
+        when no result has a threshold or the patient is unknown (no matched patient id, no PMS
+        id; never by name). A result observed before one already stored is checked against its
+        own predecessor; the later one keeps the outcome it got when it was written."""
         checked = [
             m
             for m in item.mapped
@@ -457,15 +468,25 @@ class MessageProcessor:
         patient_id = saved.patient_id if saved.matched else None
         pms_id = item.report.patient.pms_id[:64] if item.report.patient.pms_id else None
         if not checked or (patient_id is None and pms_id is None):
-            return
-        previous = previous_values(
-            session,
+            return None
+        question = HistoryQuery(
             patient_id=patient_id,
             patient_pms_id=pms_id,
-            test_ids={m.test_id for m in checked if m.test_id is not None},
+            test_ids=frozenset(m.test_id for m in checked if m.test_id is not None),
             before=before,
             exclude_report=saved.report_id,
         )
+        return checked, question
+
+    @staticmethod
+    def _record_deltas(
+        session: Session,
+        saved: SavedReport,
+        checked: list[MappedObservation],
+        previous: dict[uuid.UUID, tuple[Decimal, datetime]],
+        rules: dict[uuid.UUID, DeltaRule],
+    ) -> None:
+        """Flag the report's results that moved beyond their threshold since ``previous``."""
         if not previous:
             return
         ids = result_ids(session, saved.report_id)

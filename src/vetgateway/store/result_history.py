@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -20,7 +21,7 @@ from vetgateway.model import ResultStatus
 from vetgateway.store.models import DiagnosticReport, LabResult
 from vetgateway.store.models.reports import MappingStatus
 
-__all__ = ["previous_values", "record_deltas"]
+__all__ = ["HistoryQuery", "previous_values", "previous_values_of_many", "record_deltas"]
 
 _R = cast(sa.Table, DiagnosticReport.__table__)
 _L = cast(sa.Table, LabResult.__table__)
@@ -129,6 +130,115 @@ def previous_values(
         },
     )
     return {r.test_id: (r.value_numeric, r.observed_at) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """The arguments of one ``previous_values`` call."""
+
+    patient_id: uuid.UUID | None
+    patient_pms_id: str | None
+    test_ids: frozenset[uuid.UUID]
+    before: datetime
+    exclude_report: uuid.UUID | None = None
+
+
+def _report_branch(patient: str, timed: bool) -> str:
+    """One quarter of the history: by patient id or PMS id (whichever the question uses: the
+    ``IS [NOT] NULL`` test on ``q`` is decided once per question), observed before it or not
+    timed at all."""
+    use = "q.patient_id IS NOT NULL" if patient == "patient_id" else "q.patient_id IS NULL"
+    column = "patient_id" if patient == "patient_id" else "pms_id"
+    time = "d.observed_at < q.before" if timed else "d.observed_at IS NULL"
+    return (
+        f"SELECT d.id FROM diagnostic_reports d WHERE {use} AND d.{patient} = q.{column}"  # noqa: S608
+        f" AND d.deleted_at IS NULL AND d.id <> q.exclude AND {time}"
+    )
+
+
+# PostgreSQL: every question of a batch in one round trip. Each row of ``q`` (one report being
+# written) takes the same path as ``_previous_statement(lateral=True)``: the patient's reports
+# through their (patient, observed_at) index, then their results through the report index, the
+# latest per test kept by DISTINCT ON. Fixed text: names are the schema's, values parameters.
+_PREVIOUS_OF_MANY = sa.text(
+    f"""
+    SELECT q.n, h.test_id, h.value_numeric, h.observed_at
+    FROM unnest(
+        CAST(:n AS integer[]), CAST(:patient_id AS uuid[]), CAST(:pms_id AS varchar[]),
+        CAST(:before AS timestamptz[]), CAST(:exclude AS uuid[])
+    ) AS q(n, patient_id, pms_id, before, exclude)
+    CROSS JOIN LATERAL (
+        SELECT DISTINCT ON (r.test_id) r.test_id, r.value_numeric, r.observed_at
+        FROM (
+            {_report_branch("patient_id", True)}
+            UNION ALL {_report_branch("patient_id", False)}
+            UNION ALL {_report_branch("patient_pms_id", True)}
+            UNION ALL {_report_branch("patient_pms_id", False)}
+        ) AS reports
+        CROSS JOIN LATERAL (
+            SELECT l.test_id, l.value_numeric, l.observed_at, l.id
+            FROM lab_results l
+            WHERE l.report_id = reports.id
+              AND l.deleted_at IS NULL
+              AND COALESCE(l.test_id, l.test_id) = ANY(CAST(:tests AS uuid[]))
+              AND l.status NOT IN ('superseded', 'cancelled')
+              AND l.mapping_status = 'mapped'
+              AND l.value_numeric IS NOT NULL
+              AND l.comparator IS NULL
+              AND l.observed_at < q.before
+            OFFSET 0
+        ) AS r
+        ORDER BY r.test_id, r.observed_at DESC, r.id DESC
+    ) AS h
+    """  # noqa: S608
+).columns(
+    n=sa.Integer(),
+    test_id=sa.Uuid(),
+    value_numeric=_L.c.value_numeric.type,
+    observed_at=_L.c.observed_at.type,
+)
+
+
+def previous_values_of_many(
+    session: Session, questions: Sequence[HistoryQuery]
+) -> list[dict[uuid.UUID, tuple[Decimal, datetime]]]:
+    """``previous_values`` for each question, in order: on PostgreSQL in one statement (a
+    pipeline batch asks one per report it writes, each a round trip otherwise), on SQLite, where
+    a query costs no round trip, one after another."""
+    answers: list[dict[uuid.UUID, tuple[Decimal, datetime]]] = [{} for _ in questions]
+    asked = [
+        (n, q)
+        for n, q in enumerate(questions)
+        if q.test_ids and (q.patient_id is not None or q.patient_pms_id)
+    ]
+    if not asked:
+        return answers
+    if session.get_bind().dialect.name != "postgresql":
+        for n, q in asked:
+            answers[n] = previous_values(
+                session,
+                patient_id=q.patient_id,
+                patient_pms_id=q.patient_pms_id,
+                test_ids=q.test_ids,
+                before=q.before,
+                exclude_report=q.exclude_report,
+            )
+        return answers
+    rows = session.execute(
+        _PREVIOUS_OF_MANY,
+        {
+            "n": [n for n, _q in asked],
+            "patient_id": [q.patient_id for _n, q in asked],
+            "pms_id": [q.patient_pms_id for _n, q in asked],
+            "before": [q.before for _n, q in asked],
+            "exclude": [q.exclude_report or _NO_REPORT for _n, q in asked],
+            "tests": sorted(set().union(*(q.test_ids for _n, q in asked))),
+        },
+    )
+    for row in rows:
+        if row.test_id in questions[row.n].test_ids:  # the tests are asked of all at once
+            answers[row.n][row.test_id] = (row.value_numeric, row.observed_at)
+    return answers
 
 
 def record_deltas(session: Session, outcomes: Sequence[tuple[int, bool, str | None]]) -> None:
