@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast, get_args
 from urllib.parse import urlsplit
@@ -31,13 +31,13 @@ else:
 LOOP_NAME = loop_name(LOOP)
 
 
-# Which processes on this machine do what, by their command line: the share of the two cores each
-# role takes is what decides an end-to-end rate here.
-ROLES = (
-    ("gateway", "vetgateway run"),
-    ("workers", "vetgateway worker"),
-    ("postgres", "postgres"),
-    ("rabbitmq", "beam.smp"),
+# Which processes on this machine do what: a test on a process's argument vector. The share of
+# the two cores each role takes is what decides an end-to-end rate here.
+ROLES: tuple[tuple[str, Callable[[list[str]], bool]], ...] = (
+    ("gateway", lambda argv: argv[1:2] == [VETGATEWAY] and argv[2:3] == ["run"]),
+    ("workers", lambda argv: argv[1:2] == [VETGATEWAY] and argv[2:3] == ["worker"]),
+    ("postgres", lambda argv: Path(argv[0]).name.startswith("postgres")),
+    ("rabbitmq", lambda argv: Path(argv[0]).name == "beam.smp"),
 )
 
 
@@ -48,10 +48,10 @@ def cpu_by_role() -> dict[str, float]:
     used = dict.fromkeys([name for name, _ in ROLES], 0.0)
     for pid in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError, IndexError):
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            for name, marker in ROLES:
-                if marker in command:
+            for name, plays in ROLES:
+                if int(pid) != os.getpid() and plays(argv):
                     used[name] += (int(fields[11]) + int(fields[12])) / tick
                     break
     own = os.times()
