@@ -36,7 +36,8 @@ LOOP_NAME = loop_name(LOOP)
 ROLES: tuple[tuple[str, Callable[[list[str]], bool]], ...] = (
     ("gateway", lambda argv: argv[1:2] == [VETGATEWAY] and argv[2:3] == ["run"]),
     ("workers", lambda argv: argv[1:2] == [VETGATEWAY] and argv[2:3] == ["worker"]),
-    ("postgres", lambda argv: Path(argv[0]).name.startswith("postgres")),
+    # The postmaster by its path; its backends retitle themselves "postgres: 15/main: ...".
+    ("postgres", lambda argv: argv[0].startswith("postgres:") or Path(argv[0]).name == "postgres"),
     ("rabbitmq", lambda argv: Path(argv[0]).name == "beam.smp"),
 )
 
