@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from vetgateway.model import OrderRef, PatientRef, Report
+from tests.integration.test_orders import report as order_free_report
 from vetgateway.pipeline.parse.orm import OrderIn
 from vetgateway.pipeline.rematch import rematch_for_order
 from vetgateway.store.db import Database
@@ -131,16 +131,7 @@ def test_a_new_order_finds_the_reports_waiting_for_it_through_indexes(db: Databa
 
 def test_matching_by_owner_and_animal_name_reads_the_name_index(db: Database) -> None:
     """Per report that no number matched: the last rule, names compared trimmed and lower-case."""
-    report = Report(
-        order=OrderRef(),
-        patient=PatientRef(name=" Bella ", owner_surname="SMITH"),
-        service_code=None,
-        service_text=None,
-        status=None,
-        status_code=None,
-        observed_at=T0,
-        reported_at=None,
-    )
+    report = order_free_report(name=" Bella ", owner_surname="SMITH")
     with db.session(readonly=True) as session, sent(db, "lower(trim(") as seen:
         candidate_orders(session, report, "canine", observed_at=T0, window=WINDOW)
     assert "diagnostic_orders" not in whole_reads(db, *only(seen))

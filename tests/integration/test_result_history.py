@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
+from tests.integration.test_query_plans import sent
 from vetgateway.model import ReportStatus, ResultStatus
 from vetgateway.store.db import Database
 from vetgateway.store.models import CatalogueTest, DiagnosticReport, LabResult
@@ -99,27 +98,11 @@ def test_the_latest_earlier_value_is_found_by_either_identifier(db: Database, wh
 # -- cost ----------------------------------------------------------------------------------------
 
 
-@contextmanager
-def sent_statements(db: Database, word: str) -> Iterator[list[tuple[str, Any]]]:
-    """The statements containing ``word`` sent inside the block, with their parameters."""
-    sent: list[tuple[str, Any]] = []
-
-    def watch(_c: object, _cur: object, statement: str, parameters: Any, *_: object) -> None:
-        if word in statement:
-            sent.append((statement, parameters))
-
-    sa.event.listen(db.engine, "before_cursor_execute", watch)
-    try:
-        yield sent
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", watch)
-
-
 @pytest.fixture
 def captured(db: Database) -> Iterator[list[tuple[str, Any]]]:
     """The history statements ``previous_values`` sends, with their parameters."""
-    with sent_statements(db, "row_number") as sent:
-        yield sent
+    with sent(db, "row_number") as statements:
+        yield statements
 
 
 def _rows_read(db: Database, statement: str, parameters: Any, *, generic: bool) -> int:
@@ -293,7 +276,7 @@ def test_many_questions_read_only_their_patients_earlier_history(
     questions = [HistoryQuery(PATIENT, PMS_ID, frozenset({crea}), T0)] * 3 + [
         HistoryQuery(None, PMS_ID, frozenset({crea}), T0)
     ] * 3
-    with db.session(readonly=True) as s, sent_statements(db, "unnest") as seen:
+    with db.session(readonly=True) as s, sent(db, "unnest") as seen:
         assert previous_values_of_many(s, questions) == [{}] * 6
     ((statement, parameters),) = seen
     for generic in (False, True):
