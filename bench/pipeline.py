@@ -161,17 +161,27 @@ def send_all(address: tuple[str, int], messages: list[bytes], senders: int) -> N
 
 
 def wait_processed(database_url: str, count: int, timeout: float = 600) -> dict[str, int]:
+    """Wait until none of the ``count`` stored messages is still ``received``; their statuses.
+
+    The finish line is polled through the status index (a count of the few still waiting),
+    not by grouping every stored message: that scan, every 20 ms, took a fifth of a core from
+    the PostgreSQL the pipeline was being measured on."""
     engine = sa.create_engine(database_url)
-    query = sa.text("SELECT status, count(*) FROM inbound_messages GROUP BY status")
+    waiting = sa.text("SELECT count(*) FROM inbound_messages WHERE status = 'received'")
+    stored = sa.text("SELECT count(*) FROM inbound_messages")
+    statuses = sa.text("SELECT status, count(*) FROM inbound_messages GROUP BY status")
     deadline = time.monotonic() + timeout
     try:
-        while True:
+        with engine.connect() as conn:
+            if conn.execute(stored).scalar_one() < count:
+                raise RuntimeError("fewer messages stored than were acknowledged")
+        while time.monotonic() < deadline:
             with engine.connect() as conn:
-                counts = {str(s): int(n) for s, n in conn.execute(query)}
-            done = sum(n for s, n in counts.items() if s != "received")
-            if done >= count or time.monotonic() > deadline:
-                return counts
+                if conn.execute(waiting).scalar_one() == 0:
+                    break
             time.sleep(0.02)  # a bench polling its finish line, not a test racing
+        with engine.connect() as conn:
+            return {str(s): int(n) for s, n in conn.execute(statuses)}
     finally:
         engine.dispose()
 
