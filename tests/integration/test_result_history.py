@@ -101,7 +101,7 @@ def test_the_latest_earlier_value_is_found_by_either_identifier(db: Database, wh
 @pytest.fixture
 def captured(db: Database) -> Iterator[list[tuple[str, Any]]]:
     """The history statements ``previous_values`` sends, with their parameters."""
-    with sent(db, "row_number") as statements:
+    with sent(db, "value_numeric IS NOT NULL") as statements:
         yield statements
 
 

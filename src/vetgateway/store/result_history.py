@@ -28,18 +28,14 @@ _R = cast(sa.Table, DiagnosticReport.__table__)
 _L = cast(sa.Table, LabResult.__table__)
 
 
-def _previous_statement(patient: sa.ColumnElement[bool], *, lateral: bool) -> sa.Select[Any]:
-    """The "previous values" query for one way of naming the patient, built once: the delta
-    check runs it for every report with a threshold, inside the write transaction.
+def _previous_statement(patient: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """SQLite's "previous values" query for one way of naming the patient, built once.
 
     The patient's earlier reports come first, through the (patient, observed_at) indexes, then
     their results through the report index, so the cost is the patient's history, never every
     result of these tests. A report without an observation time may still hold results with
-    one, which the result-level bound judges. ``lateral`` (PostgreSQL) makes that order the
-    only one the planner may take: a plan PostgreSQL prepared while ``lab_results`` was small
-    (a new installation, before autovacuum has analysed it) otherwise read every result of the
-    tests in the clinic for each report written, and kept doing so as the table grew. SQLite
-    takes this order by itself.
+    one, which the result-level bound judges. (PostgreSQL asks ``_PREVIOUS_OF_MANY``, which
+    takes the same path and forces it.)
     """
     before = sa.bindparam("before", type_=_L.c.observed_at.type)
     live = [patient, _R.c.deleted_at.is_(None), _R.c.id != sa.bindparam("exclude", type_=sa.Uuid())]
@@ -51,14 +47,11 @@ def _previous_statement(patient: sa.ColumnElement[bool], *, lateral: bool) -> sa
         _L.c.report_id == reports.c.id,
         _L.c.deleted_at.is_(None),
         # Deliberately not indexable (COALESCE): lab_results' test_id index holds every
-        # patient's results of the test, and a planner without statistics would walk it.
+        # patient's results of the test, and a planner without statistics would walk it. The
+        # tests come as one JSON array of their stored hex form, so the statement's text never
+        # changes and SQLAlchemy renders no IN list per call (465 -> 265 us a call).
         sa.func.coalesce(_L.c.test_id, _L.c.test_id).in_(
-            sa.bindparam("tests", expanding=True, type_=sa.Uuid())
-            if lateral
-            # SQLite: the tests as one JSON array of the stored hex form, so the statement's
-            # text never changes and SQLAlchemy renders no IN list per call (two thirds of
-            # this query's time in the embedded pipeline went to that and such).
-            else sa.select(sa.column("value")).select_from(
+            sa.select(sa.column("value")).select_from(
                 sa.func.json_each(sa.bindparam("tests_json", type_=sa.String()))
             )
         ),
@@ -71,15 +64,7 @@ def _previous_statement(patient: sa.ColumnElement[bool], *, lateral: bool) -> sa
         _L.c.observed_at < before,
     ]
     columns = (_L.c.test_id, _L.c.value_numeric, _L.c.observed_at, _L.c.id)
-    results: sa.FromClause
-    if lateral:
-        # OFFSET 0: PostgreSQL would otherwise pull a subquery this simple up into the join
-        # and choose the order again.
-        results = sa.select(*columns).where(*wanted).offset(0).lateral("results")
-        source: sa.FromClause = reports.join(results, sa.true())
-    else:
-        results = sa.select(*columns).select_from(reports.join(_L, sa.and_(*wanted))).subquery()
-        source = results
+    results = sa.select(*columns).select_from(reports.join(_L, sa.and_(*wanted))).subquery()
     latest = (
         sa.func.row_number()
         .over(
@@ -88,24 +73,18 @@ def _previous_statement(patient: sa.ColumnElement[bool], *, lateral: bool) -> sa
         )
         .label("n")
     )
-    ranked = (
-        sa.select(results.c.test_id, results.c.value_numeric, results.c.observed_at, latest)
-        .select_from(source)
-        .subquery()
-    )
+    ranked = sa.select(
+        results.c.test_id, results.c.value_numeric, results.c.observed_at, latest
+    ).subquery()
     return sa.select(ranked.c.test_id, ranked.c.value_numeric, ranked.c.observed_at).where(
         ranked.c.n == 1
     )
 
 
-_BY_ID = _R.c.patient_id == sa.bindparam("patient", type_=sa.Uuid())
-_BY_PMS_ID = _R.c.patient_pms_id == sa.bindparam("patient", type_=_R.c.patient_pms_id.type)
-# (by patient id?, lateral?) -> statement
-_PREVIOUS = {
-    (by_id, lateral): _previous_statement(_BY_ID if by_id else _BY_PMS_ID, lateral=lateral)
-    for by_id in (True, False)
-    for lateral in (True, False)
-}
+_PREVIOUS_BY_ID = _previous_statement(_R.c.patient_id == sa.bindparam("patient", type_=sa.Uuid()))
+_PREVIOUS_BY_PMS_ID = _previous_statement(
+    _R.c.patient_pms_id == sa.bindparam("patient", type_=_R.c.patient_pms_id.type)
+)
 _NO_REPORT = uuid.UUID(int=0)
 
 
@@ -126,25 +105,8 @@ def previous_values(
     The patient is found by ``patient_id`` when known, else by PMS id; never by name, and nothing
     is returned when neither is given. ``exclude_report`` leaves out the report being written.
     """
-    if not test_ids or (patient_id is None and not patient_pms_id):
-        return {}
-    lateral = session.get_bind().dialect.name == "postgresql"
-    statement = _PREVIOUS[(patient_id is not None, lateral)]
-    # Through the session's connection: a Core statement needs none of the ORM's layer.
-    rows = session.connection().execute(
-        statement,
-        {
-            "patient": patient_id if patient_id is not None else patient_pms_id,
-            "before": before,
-            "exclude": exclude_report or _NO_REPORT,
-        }
-        | (
-            {"tests": sorted(test_ids)}
-            if lateral
-            else {"tests_json": json.dumps(sorted(t.hex for t in test_ids))}
-        ),
-    )
-    return {r.test_id: (r.value_numeric, r.observed_at) for r in rows}
+    question = HistoryQuery(patient_id, patient_pms_id, frozenset(test_ids), before, exclude_report)
+    return previous_values_of_many(session, [question])[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +133,14 @@ def _report_branch(patient: str, timed: bool) -> str:
     )
 
 
-# PostgreSQL: every question of a batch in one round trip. Each row of ``q`` (one report being
-# written) takes the same path as ``_previous_statement(lateral=True)``: the patient's reports
-# through their (patient, observed_at) index, then their results through the report index, the
-# latest per test kept by DISTINCT ON. Fixed text: names are the schema's, values parameters.
+# PostgreSQL: every question of a batch in one round trip. For each row of ``q`` (one report
+# being written) the patient's reports come through their (patient, observed_at) index, then
+# their results through the report index, the latest per test kept by DISTINCT ON. The LATERAL
+# joins, fenced with OFFSET 0 so the planner cannot pull them up and reorder, make that the only
+# order: a plan PostgreSQL prepared while lab_results was small (a new installation, before
+# autovacuum has analysed it) otherwise read every result of the tests in the clinic for each
+# report written, and kept doing so as the table grew. Fixed text: names are the schema's,
+# values parameters.
 _PREVIOUS_OF_MANY = sa.text(
     f"""
     SELECT q.n, h.test_id, h.value_numeric, h.observed_at
@@ -230,14 +196,7 @@ def previous_values_of_many(
         return answers
     if session.get_bind().dialect.name != "postgresql":
         for n, q in asked:
-            answers[n] = previous_values(
-                session,
-                patient_id=q.patient_id,
-                patient_pms_id=q.patient_pms_id,
-                test_ids=q.test_ids,
-                before=q.before,
-                exclude_report=q.exclude_report,
-            )
+            answers[n] = _sqlite_previous_values(session, q)
         return answers
     rows = session.execute(
         _PREVIOUS_OF_MANY,
@@ -254,6 +213,23 @@ def previous_values_of_many(
         if row.test_id in questions[row.n].test_ids:  # the tests are asked of all at once
             answers[row.n][row.test_id] = (row.value_numeric, row.observed_at)
     return answers
+
+
+def _sqlite_previous_values(
+    session: Session, q: HistoryQuery
+) -> dict[uuid.UUID, tuple[Decimal, datetime]]:
+    statement = _PREVIOUS_BY_ID if q.patient_id is not None else _PREVIOUS_BY_PMS_ID
+    # Through the session's connection: a Core statement needs none of the ORM's layer.
+    rows = session.connection().execute(
+        statement,
+        {
+            "patient": q.patient_id if q.patient_id is not None else q.patient_pms_id,
+            "before": q.before,
+            "exclude": q.exclude_report or _NO_REPORT,
+            "tests_json": json.dumps(sorted(t.hex for t in q.test_ids)),
+        },
+    )
+    return {r.test_id: (r.value_numeric, r.observed_at) for r in rows}
 
 
 def record_deltas(session: Session, outcomes: Sequence[tuple[int, bool, str | None]]) -> None:
