@@ -41,8 +41,8 @@ _REPEATABLE = (sa.Uuid, sa.Enum, sa.Numeric, sa.Boolean, UTCDateTime)
 class _Statement:
     """How one table's rows with one set of columns are written on one dialect."""
 
-    head: str  # INSERT INTO t (a, b) VALUES
-    copy: str  # COPY t (a, b) FROM STDIN
+    head: str  # INSERT INTO t (a, b) VALUES (SQLite)
+    copy: str  # COPY t (a, b) FROM STDIN (PostgreSQL)
     # (column index, bind processor, whether equal values always give equal results)
     processors: tuple[tuple[int, Callable[[Any], Any], bool], ...]
     columns: tuple[str, ...]
@@ -80,7 +80,7 @@ def _statement(table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect) -
     missing_defaults = [c for c in table.c if c.name not in columns and c.default is not None]
     if not missing_defaults:
         quote = dialect.identifier_preparer.quote
-        target = f"{dialect.identifier_preparer.format_table(table)}"
+        target = dialect.identifier_preparer.format_table(table)
         names = ", ".join(quote(c.name) for c in named)
         statement = _Statement(
             # Names are the table's own columns, quoted by the dialect; values are parameters.
