@@ -47,12 +47,13 @@ def cpu_by_role() -> dict[str, float]:
     and by this process (``client``). Take one before and one after, and subtract."""
     tick = os.sysconf("SC_CLK_TCK")
     used = dict.fromkeys([name for name, _ in ROLES], 0.0)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    others = (pid for pid in os.listdir("/proc") if pid.isdigit() and int(pid) != os.getpid())
+    for pid in others:
         with contextlib.suppress(OSError, IndexError):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             for name, plays in ROLES:
-                if int(pid) != os.getpid() and plays(argv):
+                if plays(argv):
                     used[name] += (int(fields[11]) + int(fields[12])) / tick
                     break
     own = os.times()
