@@ -5,10 +5,13 @@ rows cascading, references set to NULL, ``updated_at`` moving on update)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,6 +107,61 @@ def test_upgrade_downgrade_upgrade(fresh_db: Database) -> None:
     assert expected <= _tables(fresh_db)
     assert _triggers(fresh_db) == installed_triggers
     assert migrate.current_revision(fresh_db) == "0009"
+
+
+def test_the_shipped_head_is_read_as_alembic_reads_it() -> None:
+    assert migrate.shipped_head() == migrate.head_revision()
+
+
+@BOTH
+def test_upgrade_runs_alembic_only_when_the_database_is_behind(
+    fresh_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database at the head is recognised without Alembic (a start-up saving); one behind it,
+    or one whose version table says something else, still goes through Alembic."""
+    import alembic.command
+    import alembic.util
+
+    ran: list[str] = []
+    upgrade = alembic.command.upgrade
+
+    def counted(config: Any, revision: str, **kwargs: Any) -> None:
+        ran.append(revision)
+        upgrade(config, revision, **kwargs)
+
+    monkeypatch.setattr(alembic.command, "upgrade", counted)
+    migrate.upgrade(fresh_db, "0008")
+    migrate.upgrade(fresh_db)  # behind: Alembic upgrades it
+    assert ran == ["0008", "head"]
+    assert migrate.current_revision(fresh_db) == "0009"
+    migrate.upgrade(fresh_db)  # at the head: nothing to do, Alembic not asked
+    assert ran == ["0008", "head"]
+    with fresh_db.engine.begin() as conn:  # a second row: not a state to second-guess
+        conn.execute(sa.text("INSERT INTO alembic_version (version_num) VALUES ('0008')"))
+    with pytest.raises(alembic.util.CommandError, match="overlaps"):
+        migrate.upgrade(fresh_db)
+    assert ran == ["0008", "head", "head"]
+
+
+def test_a_command_at_the_head_does_not_import_alembic(tmp_path: Path) -> None:
+    """Importing Alembic pulls in Mako and Pygments: most of a second on a small box, paid by
+    every start of the gateway unless the database is behind."""
+    url = f"sqlite:///{tmp_path / 'at-head.db'}"
+    db = Database(url)
+    migrate.upgrade(db)
+    db.dispose()
+    probe = (
+        "import sys\n"
+        "from vetgateway.store import migrate\n"
+        "from vetgateway.store.db import Database\n"
+        f"db = Database({url!r})\n"
+        "migrate.upgrade(db)\n"
+        "print(sorted(m for m in ('alembic', 'mako', 'pygments') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stderr
 
 
 def _flatten(diffs: list[Any]) -> Iterator[tuple[Any, ...]]:
