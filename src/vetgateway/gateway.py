@@ -78,6 +78,7 @@ class Gateway:
             self._intake_pool,
             mapping=lambda: self.pipeline.processor.tables().mapping,
             on_incident=self._incident_reporter("analyzer"),
+            observer=self.metrics.observe_analyzer,
         )
 
     def stop(self) -> None:

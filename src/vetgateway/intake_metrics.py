@@ -28,6 +28,13 @@ class IntakeMetrics:
             ("channel",),
             registry=registry,
         )
+        self.analyzer_messages = Counter(
+            "vetgateway_analyzer_messages",
+            "Analyzer messages stored, by channel, device (as configured; 'unknown' when none"
+            " matched) and whether they were quarantined.",
+            ("channel", "device", "quarantined"),
+            registry=registry,
+        )
         self.inbox_batch = Histogram(
             "vetgateway_inbox_commit_batch_size",
             "Messages per inbox commit (group commit).",
@@ -40,6 +47,10 @@ class IntakeMetrics:
             ("kind",),
             registry=registry,
         )
+
+    def observe_analyzer(self, channel: str, device: str | None, quarantined: bool) -> None:
+        label = "true" if quarantined else "false"
+        self.analyzer_messages.labels(channel, device or "unknown", label).inc()
 
     def observe_hl7(self, channel: str, result: IntakeResult) -> None:
         self.hl7_messages.labels(channel, result.code).inc()

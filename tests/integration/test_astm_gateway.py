@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,6 +158,16 @@ def test_listener_attributes_messages_by_sender_and_stores_results_and_qc(
         unknown = next(m for s, m in messages.items() if s not in ("Haematology", "Yumizen"))
         assert unknown.status == "quarantined"
         assert "unknown analyzer" in unknown.error
+
+        # Each message is counted for /metrics, by device as configured.
+        with urllib.request.urlopen(gateway.listening["http"] + "/metrics", timeout=10) as reply:
+            metrics = reply.read().decode()
+        counted = re.findall(r"^vetgateway_analyzer_messages_total\{(.*)\} (\S+)$", metrics, re.M)
+        assert sorted(counted) == [
+            ('channel="astm",device="Haematology",quarantined="false"', "1.0"),
+            ('channel="astm",device="Yumizen",quarantined="false"', "1.0"),
+            ('channel="astm",device="unknown",quarantined="true"', "1.0"),
+        ]
 
         # Last seen is written by the silence watch's rounds.
         wait_until(

@@ -21,7 +21,12 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Protocol
 
-from vetgateway.adapters.analyzer.intake import ASTM_CHANNEL, TEXT_CHANNEL, AnalyzerIntake
+from vetgateway.adapters.analyzer.intake import (
+    ASTM_CHANNEL,
+    TEXT_CHANNEL,
+    AnalyzerIntake,
+    StoredObserver,
+)
 from vetgateway.adapters.analyzer.runner import IncidentHandler
 from vetgateway.adapters.analyzer.serial_line import AnalyzerSerialLine, SerialSettings
 from vetgateway.adapters.analyzer.tcp import AnalyzerTcpClient, AnalyzerTcpServer
@@ -79,6 +84,7 @@ class AnalyzerLines:
         mapping: Callable[[], MappingTable],
         on_incident: IncidentHandler,
         on_alert: Callable[[], None] | None = None,
+        observer: StoredObserver | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
@@ -87,6 +93,7 @@ class AnalyzerLines:
         self._mapping = mapping
         self._on_incident = on_incident
         self._on_alert = on_alert
+        self._observer = observer
         self._drivers = check_analyzers(settings.analyzers)
         self._hours = parse_opening_hours(settings.opening_hours, settings.opening_hours_timezone)
         self.listener: AnalyzerTcpServer | None = None
@@ -112,7 +119,9 @@ class AnalyzerLines:
         loop = asyncio.get_running_loop()
         devices = await loop.run_in_executor(self._pool, self._sync)
         answerer = HostQueryAnswerer(self._db, self._pool, self._mapping)
-        intake = AnalyzerIntake(self._inbox, devices, answer_queries=answerer)
+        intake = AnalyzerIntake(
+            self._inbox, devices, answer_queries=answerer, observer=self._observer
+        )
         self.intake = intake
         s = self._settings
         self.listener = AnalyzerTcpServer(
