@@ -2,11 +2,11 @@
 
 Every ``vetgateway run`` (and every other command that touches the database) starts by upgrading
 to the head revision, and almost always the database is there already. Importing Alembic costs
-more than half a second on a small box (it pulls in Mako and, through it, Pygments), a third of
-the time from start to the first listener, and a restarted gateway answers no lab until it
-listens. So ``upgrade`` first compares the database's revision with the newest shipped script,
-read from the scripts' own ``revision`` and ``down_revision`` lines, and imports Alembic only
-when there is something to do (or anything about the scripts is unusual).
+about half a second on a small box (it pulls in Mako and, through it, Pygments), a fifth of the
+time from start to the first listener, and a restarted gateway answers no lab until it listens.
+So ``upgrade`` first compares the database's revision with the newest shipped script, read from
+the scripts' own ``revision`` and ``down_revision`` lines, and imports Alembic only when there is
+something to do (or anything about the scripts is unusual).
 """
 
 from __future__ import annotations
