@@ -385,41 +385,38 @@ def _advisory_lock_waiters(db: Database) -> int:
 def test_a_collision_committed_side_by_side_is_still_held_for_review(db: Database) -> None:
     """Two batches in flight at once (two commit slots, or two gateways on one database), each
     with a message of the same envelope: the second must not miss the first just because the
-    first had not committed when the second was inserted."""
-    inbox = Inbox(db, commit_slots=2)
-    first_inserted, let_first_commit = threading.Event(), threading.Event()
-    insert = inbox._insert
-
-    def first_batch_pauses_before_its_commit(connection, rows):  # type: ignore[no-untyped-def]
-        receipts = insert(connection, rows)
-        if rows[0]["raw"] == ORU:
-            first_inserted.set()
-            let_first_commit.wait(timeout=30)
-        return receipts
-
-    first_batch_pauses_before_its_commit.is_one_statement = insert.is_one_statement  # type: ignore[attr-defined]
-    inbox._insert = first_batch_pauses_before_its_commit  # type: ignore[method-assign]
+    first had not committed when the second was inserted. The first is another gateway's batch
+    caught between its INSERT and its commit: the inbox's own insert, in a transaction left
+    open on a connection of its own. The second goes out in one flight (lock and INSERT
+    pipelined), so it must wait for the lock *and* then see the row committed meanwhile."""
+    inbox = Inbox(db)
+    other_gateway = db.engine.raw_connection()
     receipts: dict[str, Receipt] = {}
     second_done = threading.Event()
-
-    def send(name: str, raw: bytes, done: threading.Event | None = None) -> None:
-        receipts[name] = inbox.receive(raw, "mllp", name, IDEXX)
-        if done is not None:
-            done.set()
-
-    first = threading.Thread(target=send, args=("first", ORU))
-    first.start()
-    assert first_inserted.wait(timeout=10)
     changed = ORU.replace(b"P1", b"P2")
-    second = threading.Thread(target=send, args=("second", changed, second_done))
-    second.start()
-    # The second batch either waits for the first's envelope lock or (without it) finishes.
-    wait_until(lambda: second_done.is_set() or _advisory_lock_waiters(db) > 0)
-    let_first_commit.set()
-    for t in (first, second):
-        t.join(timeout=30)
+
+    def send_second() -> None:
+        receipts["second"] = inbox.receive(changed, "mllp", "second", IDEXX)
+        second_done.set()
+
+    second = threading.Thread(target=send_second)
+    try:
+        first_rows = [inbox._row(ORU, "mllp", "first", IDEXX)]
+        (receipts["first"],) = inbox._insert(other_gateway.driver_connection, first_rows)
+        assert inbox._insert.is_one_flight([inbox._row(changed, "mllp", "second", IDEXX)])
+        second.start()
+        # The second batch either waits for the first's envelope lock or (without it) finishes.
+        wait_until(lambda: second_done.is_set() or _advisory_lock_waiters(db) > 0)
+        other_gateway.commit()
+        second.join(timeout=30)
+    finally:
+        other_gateway.close()
+        inbox.close()
     assert receipts["second"].collision_with == receipts["first"].message_id
-    assert load(db, receipts["second"].message_id).status is MessageStatus.QUARANTINED
+    held = load(db, receipts["second"].message_id)
+    assert held.status is MessageStatus.QUARANTINED
+    assert held.error is not None
+    assert f"message {receipts['first'].message_id}" in held.error
     assert load(db, receipts["first"].message_id).status is MessageStatus.RECEIVED
 
 
@@ -589,7 +586,7 @@ def test_a_cancelled_async_caller_still_has_its_row_stored(db: Database) -> None
     assert [r.raw for r in [load(db, 1)]] == [b"cancelled"]
 
 
-# -- PostgreSQL: envelope-less batches commit as one statement ------------------------------------
+# -- PostgreSQL: a batch goes out in one flight, committed by the server at its end -----------
 
 
 def _protocol_trace(connection: Any, work: Callable[[], object], tmp_path: Path) -> bytes:
@@ -604,30 +601,56 @@ def _protocol_trace(connection: Any, work: Callable[[], object], tmp_path: Path)
     return path.read_bytes()
 
 
+def _messages(trace: bytes) -> list[tuple[str, str]]:
+    """(direction F or B, message type) for each message of a ``PQtrace``."""
+    return [
+        (fields[1].decode(), fields[3].decode())
+        for fields in (line.split(b"\t") for line in trace.splitlines())
+    ]
+
+
 @pytest.mark.parametrize("db", ["postgresql"], indirect=True)
-def test_an_envelope_less_batch_is_one_statement_without_begin_or_commit(
+def test_a_batch_goes_out_in_one_flight_without_begin_or_commit(
     db: Database, tmp_path: Path
 ) -> None:
     inbox = Inbox(db)
     try:
         connection = _kept_connection(db, inbox)
-        sent = _protocol_trace(
+        envelope_less = _protocol_trace(
             connection, lambda: inbox.accept(b"H|one", "astm", "peer", ASTM), tmp_path
         )
         enveloped = _protocol_trace(
             connection, lambda: inbox.accept(b"MSH|two", "mllp", "peer", IDEXX), tmp_path
         )
+        twins = [
+            inbox._row(b"MSH|three", "mllp", "peer", IDEXX),
+            inbox._row(b"MSH|four", "mllp", "peer", IDEXX),
+        ]
+        in_transaction = _protocol_trace(connection, lambda: inbox._commit(twins), tmp_path)
         assert connection.autocommit is False  # left as the pool expects it
     finally:
         inbox.close()
     # One statement (one Bind, whether the INSERT is prepared on this connection yet or not).
-    assert sent.count(b"\tBind\t") == 1
-    assert b'CommandComplete\t "INSERT 0 1"' in sent
-    assert b"BEGIN" not in sent
-    assert b"COMMIT" not in sent
-    assert b"BEGIN" in enveloped  # a transaction: lock, insert, follow-ups, commit
-    assert b"COMMIT" in enveloped
-    assert len(_stored(db)) == 3  # "first", and the two above
+    assert envelope_less.count(b"\tBind\t") == 1
+    assert b'CommandComplete\t "INSERT 0 1"' in envelope_less
+    assert b"BEGIN" not in envelope_less
+    assert b"COMMIT" not in envelope_less
+    # The envelope lock and the INSERT pipelined: both are sent, and synced once, before
+    # anything comes back, and the server's Sync is the commit. (By name once prepared, so the
+    # trace need not show their text.)
+    flight = _messages(enveloped)
+    sent = [kind for direction, kind in flight if direction == "F"]
+    assert sent.count("Execute") == 2
+    assert sent.count("Sync") == 1
+    assert max(i for i, (d, _) in enumerate(flight) if d == "F") < min(
+        i for i, (d, _) in enumerate(flight) if d == "B"
+    )
+    assert b"BEGIN" not in enveloped
+    assert b"COMMIT" not in enveloped
+    # Two rows of one envelope in one batch: a transaction, for the follow-ups inside it.
+    assert b"BEGIN" in in_transaction
+    assert b"COMMIT" in in_transaction
+    assert len(_stored(db)) == 5  # "first", and the four above
 
 
 def _stored(db: Database) -> list[bytes]:
@@ -636,12 +659,17 @@ def _stored(db: Database) -> list[bytes]:
 
 
 @pytest.mark.parametrize("db", ["postgresql"], indirect=True)
-def test_a_failed_single_statement_is_not_retried_and_leaves_no_autocommit(db: Database) -> None:
+@pytest.mark.parametrize("meta", [ASTM, IDEXX], ids=["statement", "pipeline"])
+def test_a_failed_flight_is_not_retried_and_leaves_no_autocommit(
+    db: Database, meta: MessageMeta
+) -> None:
+    """A pipelined flight that fails at its INSERT rolls back its lock too: the implicit
+    transaction ends at the Sync, and the connection is usable again."""
     inbox = Inbox(db)
     try:
         with pytest.raises(StorageError, match="rejected"):
-            inbox.accept(b"H|x", "c" * 100, "peer", ASTM)  # channel is VARCHAR(64)
-        assert inbox.accept(b"H|y", "astm", "peer", ASTM) > 0
+            inbox.accept(b"H|x", "c" * 100, "peer", meta)  # channel is VARCHAR(64)
+        assert inbox.accept(b"H|y", "astm", "peer", meta) > 0
     finally:
         inbox.close()
     assert _stored(db) == [b"H|y"]
@@ -653,19 +681,21 @@ def test_a_failed_single_statement_is_not_retried_and_leaves_no_autocommit(db: D
             pooled.close()
 
 
-def test_r03_after_a_restart_an_envelope_less_message_is_stored_on_first_try(
-    pg_cluster: PostgresCluster,
+@pytest.mark.parametrize("meta", [ASTM, IDEXX], ids=["statement", "pipeline"])
+def test_r03_after_a_restart_the_next_message_is_stored_on_first_try(
+    pg_cluster: PostgresCluster, meta: MessageMeta
 ) -> None:
-    """The single statement is its own commit and is never sent twice; the connection the
-    restart killed is recognised before anything is sent, and replaced."""
+    """The flight is its own commit and is never sent twice; the connection the restart
+    killed is recognised before anything is sent, and replaced."""
     db = Database(pg_cluster.create_database("vetgateway"))
     migrate.upgrade(db)
     inbox = Inbox(db)
+    after = MessageMeta(control_id="CTRL8", sender=meta.sender) if meta.control_id else meta
     try:
-        inbox.accept(b"H|before", "astm", "peer", ASTM)
+        inbox.accept(b"H|before", "astm", "peer", meta)
         pg_cluster.stop("fast")
         pg_cluster.start()
-        inbox.accept(b"H|after", "astm", "peer", ASTM)  # no StorageError: stale one replaced
+        inbox.accept(b"H|after", "astm", "peer", after)  # no StorageError: stale one replaced
     finally:
         inbox.close()
         stored = _stored(db)

@@ -114,8 +114,9 @@ def _closed_by_server(connection: Any) -> bool:
 
 
 def _autocommitted(connection: Any, work: Callable[[Any], T]) -> T:
-    """``work``'s one statement, committed by itself. The connection leaves autocommit again
-    before anyone else can use it (a broken one is dropped by the pool instead)."""
+    """``work``'s one flight, committed by the server at its end. The connection leaves
+    autocommit again before anyone else can use it (a broken one is dropped by the pool
+    instead)."""
     connection.autocommit = True
     try:
         return work(connection)
@@ -208,7 +209,7 @@ class Database:
         work: Callable[[Any], T],
         *,
         pin: PinnedConnection | None = None,
-        single_statement: bool = False,
+        one_flight: bool = False,
     ) -> T:
         """Run ``work(driver_connection)`` in one transaction and commit: the hot path for
         durable writes, with no SQLAlchemy statement layer between the caller and the driver.
@@ -220,20 +221,24 @@ class Database:
         acknowledge. With ``pin``, the connection is kept there after a successful commit and
         reused by the next call, instead of going back to the pool.
 
-        ``single_statement``: ``work`` runs exactly one statement, which on PostgreSQL then
-        commits by itself (autocommit): one round trip instead of three, since psycopg sends
-        BEGIN and COMMIT as statements of their own. That statement *is* the commit, so once it
-        was sent it is never retried; a connection the server closed while it sat idle (the
-        restart above) is recognised before anything is sent instead, without a round trip
-        (``_closed_by_server``), and replaced. SQLite ignores the flag.
+        ``one_flight``: ``work`` runs exactly one statement, or pipelines its statements and
+        ends the pipeline once (psycopg's ``Connection.pipeline``). On PostgreSQL it then runs in
+        autocommit mode and the server commits the flight by itself, as one implicit transaction
+        ending at the pipeline's Sync: one round trip instead of one per statement plus BEGIN
+        and COMMIT, which psycopg sends as statements of their own. The flight *is* the commit,
+        so once it was sent it is never retried; a connection the server closed while it sat
+        idle (the restart above) is recognised before anything is sent instead, without a round
+        trip (``_closed_by_server``), and replaced. ``work`` must read nothing back before the
+        flight ends (reading inside a pipeline syncs it, committing what was sent so far).
+        SQLite ignores the flag.
         """
         with self._writing(True, priority=True):
-            return self._write(work, pin, single_statement=single_statement)
+            return self._write(work, pin, one_flight=one_flight)
 
     def _write(
-        self, work: Callable[[Any], T], pin: PinnedConnection | None, *, single_statement: bool
+        self, work: Callable[[Any], T], pin: PinnedConnection | None, *, one_flight: bool
     ) -> T:
-        autocommit = single_statement and self.dialect == "postgresql"
+        autocommit = one_flight and self.dialect == "postgresql"
         for attempt in (1, 2):
             pooled = pin.take() if pin is not None else None
             if pooled is None:
@@ -254,7 +259,7 @@ class Database:
                         continue
                     raise StorageUnavailable("database unavailable: connection closed")
                 if autocommit:
-                    committing = True  # the statement is the commit: never sent twice
+                    committing = True  # the flight is the commit: never sent twice
                     outcome = _autocommitted(driver_connection, work)
                 else:
                     outcome = work(driver_connection)

@@ -191,15 +191,27 @@ class _BatchInsert:
             "integer",
         )
 
-    def is_one_statement(self, rows: list[dict[str, Any]]) -> bool:
-        """Whether ``rows`` go out as one statement and nothing else: on PostgreSQL, a batch
-        without any enveloped row (no lock to take, no resend or collision to follow up). The
-        commit then needs no round trips of its own (``Database.write(single_statement=...)``);
-        the id check after the INSERT can then only refuse ids, no longer undo the rows, which
-        the callers would send again (a mismatch is a can't-happen, checked for safety)."""
-        return self._pg and not any(
-            row["sender"] is not None and row["control_id"] is not None for row in rows
-        )
+    def is_one_flight(self, rows: list[dict[str, Any]]) -> bool:
+        """Whether ``rows`` go out in one flight, committed by the server at its end
+        (``Database.write(one_flight=...)``): on PostgreSQL, every batch in which no two rows
+        share a sender and control id. Such a batch is its INSERT alone, or, with any enveloped
+        row, its envelope locks and its INSERT pipelined; a collision with a stored message is
+        quarantined by the INSERT itself, and a resend's original is looked up after the commit
+        (it was committed before the INSERT skipped the resend). Two rows of one envelope in one
+        batch (a lab resending at once, rare) need follow-ups inside the transaction, so that
+        batch takes BEGIN ... COMMIT.
+
+        In one flight the id check after the INSERT can only refuse ids, no longer undo the
+        rows, which the callers would send again (a mismatch is a can't-happen, checked for
+        safety)."""
+        if not self._pg:
+            return False
+        envelopes = [
+            (row["sender"], row["control_id"])
+            for row in rows
+            if row["sender"] is not None and row["control_id"] is not None
+        ]
+        return len(set(envelopes)) == len(envelopes)
 
     def params(self, row: dict[str, Any]) -> list[Any]:
         values = [row[name] for name in _COLUMNS]
@@ -207,15 +219,21 @@ class _BatchInsert:
             values[index] = process(values[index])
         return values
 
-    def __call__(self, connection: Any, rows: list[dict[str, Any]]) -> list[Receipt]:
+    def __call__(
+        self, connection: Any, rows: list[dict[str, Any]], *, one_flight: bool = False
+    ) -> list[Receipt]:
+        """Insert ``rows`` and say what became of each. With ``one_flight`` (see
+        ``is_one_flight``) the connection is in autocommit mode and the rows are committed
+        once the INSERT's flight is back, before any resend is looked up."""
         cursor = connection.cursor()
         try:
             receipts = []
-            for row, (row_id, earlier) in zip(rows, self._insert_rows(cursor, rows), strict=True):
+            found = self._insert_rows(cursor, rows, one_flight=one_flight)
+            for row, (row_id, earlier) in zip(rows, found, strict=True):
                 if row_id is None:
                     receipts.append(self._resend(cursor, row))
                     continue
-                if earlier is not None:
+                if earlier is not None and not one_flight:
                     self._hold_for_review(cursor, row_id, earlier)
                 receipts.append(Receipt(row_id, row["received_at"], collision_with=earlier))
             return receipts
@@ -223,11 +241,11 @@ class _BatchInsert:
             cursor.close()
 
     def _insert_rows(
-        self, cursor: Any, rows: list[dict[str, Any]]
+        self, cursor: Any, rows: list[dict[str, Any]], *, one_flight: bool
     ) -> list[tuple[MessageId | None, MessageId | None]]:
         """(new id or None for a resend, earliest colliding id or None) for each row."""
         if self._pg:
-            return self._insert_batch(cursor, rows)
+            return self._insert_batch(cursor, rows, one_flight=one_flight)
         found: list[tuple[MessageId | None, MessageId | None]] = []
         for row in rows:
             if row["sender"] is None or row["control_id"] is None:
@@ -239,19 +257,31 @@ class _BatchInsert:
         return found
 
     def _insert_batch(
-        self, cursor: Any, rows: list[dict[str, Any]]
+        self, cursor: Any, rows: list[dict[str, Any]], *, one_flight: bool
     ) -> list[tuple[MessageId | None, MessageId | None]]:
         """PostgreSQL: the whole batch in one statement (see the class docstring), on a
-        ``RawCursor``: psycopg re-parses a ``%s`` statement of over 50 parameters every time."""
-        enveloped = self._lock_envelopes(cursor, rows)
-        with psycopg.RawCursor(cursor.connection) as raw:
-            raw.execute(
-                self._pg_statement(len(rows), enveloped=enveloped),
-                [value for n, row in enumerate(rows) for value in (*self.params(row), n)],
-                # psycopg prepares a statement from its fifth use, one plan per batch size and
-                # connection: worth it for the small batches that recur, not for large ones.
-                prepare=None if len(rows) <= _PREPARED_BATCH_ROWS else False,
-            )
+        ``RawCursor``: psycopg re-parses a ``%s`` statement of over 50 parameters every time.
+
+        In one flight with envelope locks to take, the lock and the INSERT are pipelined: both
+        go out together and the server commits them as one implicit transaction at the
+        pipeline's end (its Sync), so the locks are held until the rows are durable. Each
+        statement still takes its own snapshot (READ COMMITTED), so the INSERT, run only once
+        the locks are granted, sees a message of the same envelope that another batch
+        committed while this one waited for its lock."""
+        connection = cursor.connection
+        locks = _envelope_locks(rows)
+        with psycopg.RawCursor(connection) as raw:
+            pipeline = connection.pipeline() if one_flight and locks else contextlib.nullcontext()
+            with pipeline:
+                if locks:
+                    cursor.execute(_LOCK_ENVELOPES, (_ENVELOPE_LOCKS, locks))
+                raw.execute(
+                    self._pg_statement(len(rows), enveloped=bool(locks)),
+                    [value for n, row in enumerate(rows) for value in (*self.params(row), n)],
+                    # psycopg prepares a statement from its fifth use, one plan per batch size
+                    # and connection: worth it for the small batches that recur, not large ones.
+                    prepare=None if len(rows) <= _PREPARED_BATCH_ROWS else False,
+                )
             inserted = iter(sorted(raw.fetchall()))  # by id, which is batch order
         first_in_batch: dict[tuple[str, str], MessageId] = {}
         found: list[tuple[MessageId | None, MessageId | None]] = []
@@ -276,26 +306,6 @@ class _BatchInsert:
             raise RuntimeError("inbox batch: more ids returned than rows sent")
         return found
 
-    @staticmethod
-    def _lock_envelopes(cursor: Any, rows: list[dict[str, Any]]) -> bool:
-        """Serialise this batch with any other in flight that carries the same sender and
-        control id (see "Resends and collisions" above). The locks are released at commit or
-        rollback; sorted, so two batches never wait for each other in a circle. Returns whether
-        any row has an envelope (sender and control id) at all."""
-        keys = sorted(
-            {
-                _envelope_lock(row["sender"], row["control_id"])
-                for row in rows
-                if row["sender"] is not None and row["control_id"] is not None
-            }
-        )
-        if keys:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::integer[]) AS k",
-                (_ENVELOPE_LOCKS, keys),
-            ).fetchall()
-        return bool(keys)
-
     def _pg_statement(self, count: int, *, enveloped: bool) -> str:
         """One INSERT for ``count`` rows, inserted in batch order.
 
@@ -303,17 +313,34 @@ class _BatchInsert:
         neither hold a resend nor a collision, and goes without ``ON CONFLICT``: PostgreSQL's
         speculative insertion costs a WAL record and an index probe per row, 5-6 % of the rate
         (measured with psycopg alone, batches of 1 and 8 rows of 5 kB).
+
+        An enveloped row that collides with a stored message is inserted already quarantined
+        for review, so no follow-up statement is needed (``is_one_flight``).
         """
         columns = ", ".join(_COLUMNS)
         values = numbered_rows(len(self._casts), count, self._casts)
-        insert = (
-            f"INSERT INTO inbound_messages ({columns}) SELECT {columns}"
-            f" FROM (VALUES {values}) AS batch({columns}, position) ORDER BY position"
-        )
+        batch = f"(VALUES {values}) AS batch({columns}, position)"
         if not enveloped:
-            return f"{insert} RETURNING id, sender, control_id, sha256, NULL"
+            return (
+                f"INSERT INTO inbound_messages ({columns}) SELECT {columns} FROM {batch}"
+                " ORDER BY position RETURNING id, sender, control_id, sha256, NULL"
+            )
+        held = _COLLISION_REASON.replace("'", "''").format("%s")
+        selected = ", ".join(
+            {
+                "status": "CASE WHEN collision.earlier IS NULL THEN batch.status"
+                " ELSE 'quarantined' END",
+                "error": "CASE WHEN collision.earlier IS NULL THEN batch.error"
+                f" ELSE format('{held}', collision.earlier) END",
+            }.get(name, f"batch.{name}")
+            for name in _COLUMNS
+        )
         return (
-            f"{insert} ON CONFLICT {_KEY} DO NOTHING"
+            f"INSERT INTO inbound_messages ({columns}) SELECT {selected} FROM {batch}"
+            " LEFT JOIN LATERAL (SELECT min(m.id) AS earlier FROM inbound_messages m"
+            " WHERE m.sender = batch.sender AND m.control_id = batch.control_id"
+            " AND m.sha256 <> batch.sha256) AS collision ON true"
+            f" ORDER BY position ON CONFLICT {_KEY} DO NOTHING"
             f" RETURNING id, sender, control_id, sha256, {_EARLIEST_COLLISION}"
         )
 
@@ -325,14 +352,7 @@ class _BatchInsert:
         return Receipt(MessageId(original_id), _as_utc(received_at), duplicate=True)
 
     def _hold_for_review(self, cursor: Any, message_id: MessageId, original: MessageId) -> None:
-        cursor.execute(
-            self._quarantine,
-            (
-                f"control id collision: message {original} from the same sender has the same"
-                " control id with different content; held for review, not processed",
-                message_id,
-            ),
-        )
+        cursor.execute(self._quarantine, (_COLLISION_REASON.format(original), message_id))
 
 
 # The largest batch whose INSERT may be prepared on the server (see ``_insert_batch``).
@@ -341,6 +361,29 @@ _PREPARED_BATCH_ROWS = 32
 # The first key of the inbox's two-key advisory locks ("VGIB"): a space of its own, apart from
 # the single-key locks that orders and devices take.
 _ENVELOPE_LOCKS = 0x56474942
+
+
+# Why a message is held: the same sender and control id as message {} but other bytes (R08).
+_COLLISION_REASON = (
+    "control id collision: message {} from the same sender has the same control id with"
+    " different content; held for review, not processed"
+)
+
+# Serialises a batch with any other in flight that carries the same sender and control id (see
+# "Resends and collisions" above). The locks last until commit or rollback; taken in sorted
+# order, so two batches never wait for each other in a circle.
+_LOCK_ENVELOPES = "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::integer[]) AS k"
+
+
+def _envelope_locks(rows: list[dict[str, Any]]) -> list[int]:
+    """The sorted lock keys of the batch's envelopes (rows with sender and control id)."""
+    return sorted(
+        {
+            _envelope_lock(row["sender"], row["control_id"])
+            for row in rows
+            if row["sender"] is not None and row["control_id"] is not None
+        }
+    )
 
 
 def _envelope_lock(sender: str, control_id: str) -> int:
@@ -578,10 +621,11 @@ class Inbox:
         with self._lock:
             pin = self._pins.pop()
         try:
+            one_flight = self._insert.is_one_flight(rows)
             return self._db.write(
-                lambda connection: self._insert(connection, rows),
+                lambda connection: self._insert(connection, rows, one_flight=one_flight),
                 pin=pin,
-                single_statement=self._insert.is_one_statement(rows),
+                one_flight=one_flight,
             )
         finally:
             with self._lock:
