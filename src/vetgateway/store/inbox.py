@@ -20,12 +20,13 @@ their behalf, and each batch settles all its futures with one ``call_soon_thread
 stored again: ``receive`` returns the original's id and time with ``duplicate=True``, so the adapter
 can answer exactly as it did the first time (RELIABILITY R01, R07, R10). The same sender and control
 id with *other* bytes is stored, quarantined for review and reported as ``collision_with`` (R08):
-never merged, never dropped. Both are decided inside the batch's transaction, at no extra commit.
+never merged, never dropped. Both are decided by the batch's own INSERT, at no extra commit.
 On PostgreSQL batches commit side by side (two commit slots, or several gateways on one
 database), and a transaction cannot see another's uncommitted row: two messages with the same
 envelope in flight at once would each miss the other. So a batch first takes a transaction lock
 for each (sender, control id) it carries, in one sorted order; the second of two such messages is
-inserted only once the first is committed, and sees it.
+inserted only once the first is committed, and sees it. The lock and the INSERT go out together
+in one pipelined flight, which the server commits at its end (``_BatchInsert.is_one_flight``).
 
 **Commit slots** (``VETGATEWAY_INBOX_COMMIT_SLOTS``; how many batches may be in flight at once)
 default to the back end's best: two on PostgreSQL, one on SQLite. A PostgreSQL batch is a string
