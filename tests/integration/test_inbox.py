@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from tests.pgcluster import PostgresCluster
 from tests.waiting import wait_until
 from vetgateway.errors import StorageError, StorageUnavailable
+from vetgateway.store import inbox as inbox_module
 from vetgateway.store import migrate
 from vetgateway.store.db import Database
 from vetgateway.store.inbox import Inbox, MessageMeta, Receipt
@@ -651,6 +652,31 @@ def test_a_batch_goes_out_in_one_flight_without_begin_or_commit(
     assert b"BEGIN" in in_transaction
     assert b"COMMIT" in in_transaction
     assert len(_stored(db)) == 5  # "first", and the four above
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_without_pipelines_an_enveloped_batch_takes_a_transaction(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg's pure-Python build on a libpq before 14 cannot pipeline: the envelope lock and
+    the INSERT then go in BEGIN ... COMMIT, and a collision is still held for review."""
+    monkeypatch.setattr(inbox_module, "_PIPELINES", False)
+    inbox = Inbox(db)
+    receipts: list[Receipt] = []
+    try:
+        connection = _kept_connection(db, inbox)
+        first = inbox.receive(ORU, "mllp", "peer", IDEXX)
+        trace = _protocol_trace(
+            connection,
+            lambda: receipts.append(inbox.receive(ORU.replace(b"P1", b"P2"), "mllp", "p", IDEXX)),
+            tmp_path,
+        )
+    finally:
+        inbox.close()
+    assert b"BEGIN" in trace
+    assert b"COMMIT" in trace
+    assert receipts[0].collision_with == first.message_id
+    assert load(db, receipts[0].message_id).status is MessageStatus.QUARANTINED
 
 
 def _stored(db: Database) -> list[bytes]:

@@ -200,7 +200,8 @@ class _BatchInsert:
         quarantined by the INSERT itself, and a resend's original is looked up after the commit
         (it was committed before the INSERT skipped the resend). Two rows of one envelope in one
         batch (a lab resending at once, rare) need follow-ups inside the transaction, so that
-        batch takes BEGIN ... COMMIT.
+        batch takes BEGIN ... COMMIT, as does every enveloped batch where psycopg runs on a
+        libpq too old for pipelines (before 14: its pure-Python build on an old system).
 
         In one flight the id check after the INSERT can only refuse ids, no longer undo the
         rows, which the callers would send again (a mismatch is a can't-happen, checked for
@@ -212,7 +213,9 @@ class _BatchInsert:
             for row in rows
             if row["sender"] is not None and row["control_id"] is not None
         ]
-        return len(set(envelopes)) == len(envelopes)
+        if not envelopes:
+            return True
+        return _PIPELINES and len(set(envelopes)) == len(envelopes)
 
     def params(self, row: dict[str, Any]) -> list[Any]:
         values = [row[name] for name in _COLUMNS]
@@ -355,6 +358,9 @@ class _BatchInsert:
     def _hold_for_review(self, cursor: Any, message_id: MessageId, original: MessageId) -> None:
         cursor.execute(self._quarantine, (_COLLISION_REASON.format(original), message_id))
 
+
+# Whether this psycopg can pipeline (libpq 14 or later; the binary build bundles one).
+_PIPELINES = psycopg.Pipeline.is_supported()
 
 # The largest batch whose INSERT may be prepared on the server (see ``_insert_batch``).
 _PREPARED_BATCH_ROWS = 32
