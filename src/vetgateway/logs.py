@@ -65,6 +65,11 @@ ALLOWED_NAME_KEYS = frozenset(
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
+# Libraries that log their own set-up at INFO: Alembic announces each of its plugins on every
+# migration, which buries what an operator wants from a first start (where the gateway listens,
+# which migrations ran) under seven lines of noise. Shown again at DEBUG.
+SETUP_CHATTER = ("alembic.runtime.plugins",)
+
 # Attributes every LogRecord has; anything else on a record came from ``extra=``. uvicorn adds
 # ``color_message`` (the event again, with ANSI colours), which is dropped too.
 _RECORD_ATTRIBUTES = frozenset(
@@ -159,3 +164,6 @@ def configure_logging(level: str = "INFO", *, stream: TextIO | None = None) -> N
             uvicorn_logger.removeHandler(existing)
         uvicorn_logger.propagate = True
         uvicorn_logger.setLevel(logging.NOTSET)
+    chatter_level = logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    for name in SETUP_CHATTER:
+        logging.getLogger(name).setLevel(chatter_level)

@@ -5,21 +5,25 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vetgateway.logs import (
     REDACTED,
+    SETUP_CHATTER,
     UVICORN_LOGGERS,
     JsonLinesHandler,
     configure_logging,
     is_redacted_key,
 )
 
-WATCHED = ("", *UVICORN_LOGGERS)
+WATCHED = ("", *UVICORN_LOGGERS, *SETUP_CHATTER)
 
 
 @pytest.fixture(autouse=True)
@@ -181,3 +185,34 @@ def test_uvicorn_loggers_go_through_the_json_handler_only() -> None:
     assert (access["method"], access["path"], access["status"]) == ("GET", "/api/v1/reports", 200)
     assert access["peer"] == "127.0.0.1:5555"
     assert "Biscuit" not in stream.getvalue()
+
+
+_FIRST_START = """
+import sys
+from vetgateway.logs import configure_logging
+from vetgateway.store import migrate
+from vetgateway.store.db import Database
+
+configure_logging(sys.argv[1], stream=sys.stdout)
+migrate.upgrade(Database("sqlite:///" + sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize(("level", "chatter_shown"), [("INFO", False), ("DEBUG", True)])
+def test_a_first_migration_logs_what_ran_without_alembics_plugin_set_up(
+    tmp_path: Path, level: str, chatter_shown: bool
+) -> None:
+    """A first start migrates the embedded database through Alembic, whose plugins announce
+    themselves once per process at INFO (hence a fresh interpreter): that is kept for DEBUG;
+    the migrations it runs are shown at INFO."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_START, level, str(tmp_path / "first.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    logged = [json.loads(line) for line in done.stdout.splitlines()]
+    assert any(line["event"].startswith("Running upgrade  -> 0001") for line in logged)
+    plugin_lines = [line for line in logged if line["logger"] == "alembic.runtime.plugins"]
+    assert bool(plugin_lines) is chatter_shown
