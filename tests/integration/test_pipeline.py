@@ -93,12 +93,12 @@ class Harness:
         return response.json()
 
     def order(self, accession: str, **fields: Any) -> uuid.UUID:
+        defaults = {"placer_number": accession, "patient_pms_id": "PMS-4711"}
         order = OrderIn(
             source="PMS",
             accession_number=accession,
-            placer_number=accession,
             ordered_at=ORDERED_AT,
-            **({"patient_pms_id": "PMS-4711", "patient_name": "Rex", "species": "canine"} | fields),
+            **(defaults | {"patient_name": "Rex", "species": "canine"} | fields),
         )
         with self.db.session() as session:
             row, _created = upsert_order(session, order, actor="test")
@@ -154,6 +154,27 @@ def test_a_report_matched_by_accession_is_mapped_and_served(harness: Harness) ->
     assert detail["match_rule"] == "accession"
     assert [v["version"] for v in detail["versions"]] == [1]
     assert {r["test_code"] for r in detail["results"]} >= {"GLU", "CREA", "UREA"}
+
+
+def test_a_report_matched_by_placer_number_is_served_under_the_orders_accession(
+    harness: Harness,
+) -> None:
+    """The lab sends its own specimen number (OBR-18) beside the clinic's placer number: the
+    report matches by placer number, keeps the lab's accession, and a PMS asking by the
+    accession it ordered under still gets the results, as does one asking by the lab's."""
+    order_id = harness.order("CLINIC-77", placer_number="PL-77")
+    lab_oru = vet_oru("C1", accession="LAB-5550").replace(b"|LAB-5550|", b"|PL-77|", 2)
+    harness.send(lab_oru)
+
+    [report] = harness.reports()
+    assert (report.order_id, report.match_rule) == (order_id, "placer")
+    assert report.accession_number == "LAB-5550"
+    by_order = harness.get("/api/v1/results", accession="CLINIC-77")["items"]
+    by_lab = harness.get("/api/v1/results", accession="LAB-5550")["items"]
+    assert len(by_order) == len(PANEL)
+    assert [i["id"] for i in by_order] == [i["id"] for i in by_lab]
+    assert {i["order_id"] for i in by_order} == {str(order_id)}
+    assert harness.get("/api/v1/results", accession="PL-77")["items"] == []
 
 
 def test_processing_twice_writes_once(harness: Harness) -> None:

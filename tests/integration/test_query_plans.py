@@ -164,6 +164,20 @@ def test_a_practice_system_polling_for_changes_reads_only_the_changes(db: Databa
         assert any("updated_at" in c for c in _pg_conditions(plan, "lab_results")), generic
 
 
+def test_results_by_accession_are_found_through_indexes(db: Database) -> None:
+    """``GET /api/v1/results?accession=``: the report's own accession or its order's, each by
+    its index (an OR over two tables is where planners fall back to reading everything)."""
+    with (
+        db.session(readonly=True) as session,
+        sent(db, "UNION") as seen,
+    ):
+        find_results(session, accession="A-1")
+    statement, parameters = only(seen)
+    assert not {"lab_results", "diagnostic_reports", "diagnostic_orders"} & whole_reads(
+        db, statement, parameters
+    )
+
+
 def test_the_silence_watch_reads_only_device_alerts(db: Database) -> None:
     """Every 30 s: the open alerts of silent devices, a handful among every alert ever raised."""
     with db.session(readonly=True) as session, sent(db, "FROM alerts") as seen:

@@ -53,6 +53,7 @@ _L = cast(sa.Table, LabResult.__table__)
 _T = cast(sa.Table, CatalogueTest.__table__)
 _A = cast(sa.Table, ReportAttachment.__table__)
 _M = cast(sa.Table, InboundMessage.__table__)
+_O = cast(sa.Table, DiagnosticOrder.__table__)
 
 _RESULT_COLUMNS = (
     _L.c.id,
@@ -100,6 +101,11 @@ def find_results(
 ) -> Sequence[AnyRow]:
     """Current results matching every filter given, oldest change first.
 
+    ``accession`` is the report's own accession number (as the lab sent it) or that of the order
+    the report is attached to: a lab often sends its own specimen number beside the clinic's
+    order number, and a report matched by placer number would otherwise be invisible to a PMS
+    asking by the accession number it ordered under.
+
     ``since`` compares with the result's last change, so a PMS polling with the time of its last
     poll also gets preliminary results that became final. Rows carry the report's numbers and
     patient id too (``accession_number``, ``patient_id``, ``report_status``).
@@ -121,7 +127,15 @@ def find_results(
         )
     )
     if accession is not None:
-        statement = statement.where(_R.c.accession_number == accession)
+        # Two index lookups joined by UNION, not one OR: PostgreSQL reads a whole table for an
+        # OR across two (test_query_plans).
+        reports = sa.union(
+            sa.select(_R.c.id).where(_R.c.accession_number == accession),
+            sa.select(_R.c.id)
+            .join(_O, _O.c.id == _R.c.order_id)
+            .where(_O.c.accession_number == accession, _O.c.deleted_at.is_(None)),
+        )
+        statement = statement.where(_R.c.id.in_(reports))
     if patient_id is not None:
         statement = statement.where(_R.c.patient_id == patient_id)
     if since is not None:

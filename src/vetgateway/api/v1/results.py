@@ -2,6 +2,7 @@
 
 - ``GET /results?accession=&patient_id=&since=&after_id=``: current results (corrections replace
   what they supersede), oldest first, keyset-paginated by ``after_id`` (= ``next_after_id``).
+  ``accession`` finds a report by the lab's accession number or by its order's.
   Each carries the test (our catalogue code and name when mapped, always the sender's code), the
   value as sent and as a number, unit, the lab's range and flags, status and mapping status,
   and the delta check against the patient's previous result (``delta_flag``, ``delta_note``).
