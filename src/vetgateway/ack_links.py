@@ -53,7 +53,12 @@ class AckLinkInvalid(AckLinkError):
 
 
 class AckLinkExpired(AckLinkError):
-    """Genuine but past its expiry time."""
+    """Genuine but past its expiry time. Being genuine, it still names its alert, so the page
+    that refuses it can say whether that alert is still open."""
+
+    def __init__(self, message: str, alert_id: uuid.UUID) -> None:
+        super().__init__(message)
+        self.alert_id = alert_id
 
 
 def _mac(key: bytes, payload: bytes) -> bytes:
@@ -86,9 +91,10 @@ def verify_token(key: bytes, token: str, now: datetime) -> tuple[uuid.UUID, int]
     if not hmac.compare_digest(mac, _mac(key, payload)):
         raise AckLinkInvalid("this acknowledge link is not valid")
     expires = int.from_bytes(payload[24:32], "big", signed=True)
+    alert_id = uuid.UUID(bytes=payload[:16])
     if now.timestamp() >= expires:
-        raise AckLinkExpired("this acknowledge link has expired; acknowledge in the console")
-    return uuid.UUID(bytes=payload[:16]), int.from_bytes(payload[16:24], "big")
+        raise AckLinkExpired("this acknowledge link has expired", alert_id)
+    return alert_id, int.from_bytes(payload[16:24], "big")
 
 
 def signing_key(settings: Settings) -> bytes:

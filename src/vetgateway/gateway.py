@@ -120,7 +120,7 @@ class Gateway:
                 self._announce("files", folder.absolute().as_uri(), "HL7 batch files")
             await self._wait_started(http, http_task)
             host, port = http.servers[0].sockets[0].getsockname()[:2]
-            self._announce("http", f"http://{host}:{port}", "API, console, HL7 over HTTP")
+            self._announce("http", f"http://{host}:{port}", "API, acknowledge links, HL7 over HTTP")
             # Critical-value pages link back to the API, so the pager starts once it listens.
             base_url = public_base_url(self.settings, f"http://{host}:{port}")
             pager = build_pager(

@@ -32,6 +32,7 @@ from vetgateway.store.models import (
     PageStatus,
     Role,
     ValueType,
+    Veterinarian,
 )
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -251,6 +252,45 @@ def test_acknowledge_stops_escalation_and_cancels_pending_pages(db: Database) ->
 def _recent(db: Database) -> uuid.UUID:
     alert_id, _ = raise_at(db, seed_finding(db), datetime.now(UTC))
     return alert_id
+
+
+def test_an_expired_link_says_whether_its_alert_still_needs_somebody(
+    db: Database, tmp_path: Path
+) -> None:
+    """A vet opening yesterday's page learns whether the alert is still open (and how to
+    acknowledge it now) or who acknowledged it, instead of a bare "expired"."""
+    alert_id = _recent(db)
+    with db.session() as s:
+        vet = Veterinarian(name="Dr Okafor")
+        s.add(vet)
+        s.flush()
+        page = Page(
+            alert_id=alert_id, channel=PageChannel.SMS, target="+1", level=1, veterinarian_id=vet.id
+        )
+        s.add(page)
+        s.flush()
+        page_id = page.id
+    app = build_app(db, tmp_path)
+    key = signing_key(app.state.settings)
+    expired = make_token(key, alert_id, page_id, datetime.now(UTC) - timedelta(seconds=1))
+    url = f"/api/v1/alerts/ack/{expired}"
+    with TestClient(app) as client:
+        for shown in (client.get(url), client.post(url)):
+            assert shown.status_code == 410
+            assert "still open" in shown.text
+            assert f"/api/v1/alerts/{alert_id}/acknowledge" in shown.text
+            assert "Rex (canine), Smith" in shown.text
+        assert load(db, alert_id).state is AlertState.OPEN  # expired: changed nothing
+
+        fresh = make_token(key, alert_id, page_id, datetime.now(UTC) + timedelta(hours=1))
+        assert client.post(f"/api/v1/alerts/ack/{fresh}").status_code == 200
+        acknowledged_at = load(db, alert_id).acknowledged_at
+        assert acknowledged_at is not None
+
+        after = client.get(url)
+        assert after.status_code == 410
+        assert "still open" not in after.text
+        assert f"acknowledged by Dr Okafor at {acknowledged_at:%Y-%m-%d %H:%M} UTC" in after.text
 
 
 def test_api_list_get_acknowledge(db: Database, tmp_path: Path) -> None:

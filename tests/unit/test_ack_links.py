@@ -38,8 +38,9 @@ def test_round_trip() -> None:
 def test_expired() -> None:
     token = make_token(KEY, ALERT, 42, NOW + timedelta(hours=1))
     assert verify_token(KEY, token, NOW + timedelta(minutes=59)) == (ALERT, 42)
-    with pytest.raises(AckLinkExpired):
+    with pytest.raises(AckLinkExpired) as expired:
         verify_token(KEY, token, NOW + timedelta(hours=1))
+    assert expired.value.alert_id == ALERT  # genuine, so its alert can still be looked up
 
 
 def test_other_key_is_invalid() -> None:

@@ -425,4 +425,4 @@ class Pager:
 def _body(summary: str, level: int, url: str | None) -> str:
     who = {1: "primary", 2: "backup", 3: "lead"}.get(level, f"level {level}")
     text = f"{summary}\n\nYou are paged as the {who} on call. Please acknowledge"
-    return f"{text}: {url}" if url else f"{text} in the console."
+    return f"{text}: {url}" if url else f"{text} with POST /api/v1/alerts/{{id}}/acknowledge."

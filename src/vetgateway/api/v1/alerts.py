@@ -10,7 +10,8 @@
   nothing — link previews and mail scanners only GET, and must not acknowledge.
 - ``POST /alerts/ack/{token}``: the button. No bearer token: the signed link (``ack_links``) is
   the authority. Acknowledges as the paged veterinarian; a second use says "already
-  acknowledged". Bad link 400, expired 410, both as HTML.
+  acknowledged". Bad link 400, expired 410, both as HTML; an expired link still says whether
+  its alert is open (and, if so, how to acknowledge it now) or who acknowledged it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from vetgateway.store.models import (
     PageStatus,
     Role,
 )
+from vetgateway.store.models import Veterinarian as VeterinarianRow
 from vetgateway.store.models.base import utcnow
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -193,9 +195,40 @@ def _html(title: str, body: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(page, status_code=status_code, headers={"Cache-Control": "no-store"})
 
 
-def _link_error(exc: AckLinkError) -> HTMLResponse:
-    code = status.HTTP_410_GONE if isinstance(exc, AckLinkExpired) else status.HTTP_400_BAD_REQUEST
-    return _html("Link not usable", f"<p>{html.escape(str(exc))}</p>", code)
+def _link_error(exc: AckLinkError, db: Database) -> HTMLResponse:
+    if not isinstance(exc, AckLinkExpired):
+        return _html("Link not usable", f"<p>{html.escape(str(exc))}</p>", 400)
+    return _html("Link expired", _expired_link_text(db, exc.alert_id), status.HTTP_410_GONE)
+
+
+def _expired_link_text(db: Database, alert_id: uuid.UUID) -> str:
+    """What the holder of an expired link needs to know: is the alert still waiting for
+    somebody? (A vet opening yesterday's page must not be left guessing.)"""
+    with db.session(readonly=True) as session:
+        alert = session.get(Alert, alert_id)
+        if alert is None:
+            return "<p>This acknowledge link has expired, and its alert no longer exists.</p>"
+        summary = f"<p>{html.escape(alert.summary)}</p>"
+        if alert.state is AlertState.OPEN:
+            return (
+                f"{summary}<p>This acknowledge link has expired, but the alert is <strong>still"
+                " open</strong> and escalating. Acknowledge it with the link in the latest page"
+                f" for it, or with a veterinarian's API token: POST /api/v1/alerts/{alert_id}"
+                "/acknowledge.</p>"
+            )
+        vet = (
+            session.get(VeterinarianRow, alert.acknowledged_by_id)
+            if alert.acknowledged_by_id is not None
+            else None
+        )
+        done = alert.state.value
+        if vet is not None:
+            done += f" by {vet.name}"
+        if alert.acknowledged_at is not None:
+            done += f" at {alert.acknowledged_at:%Y-%m-%d %H:%M} UTC"
+        return (
+            f"{summary}<p>This acknowledge link has expired; the alert was {html.escape(done)}.</p>"
+        )
 
 
 def _verify(settings: Settings, token: str) -> tuple[uuid.UUID, int]:
@@ -207,7 +240,7 @@ def ack_link_form(token: str, db: Db, settings: AppSettings) -> HTMLResponse:
     try:
         alert_id, page_id = _verify(settings, token)
     except AckLinkError as exc:
-        return _link_error(exc)
+        return _link_error(exc, db)
     with db.session(readonly=True) as session:
         alert = session.get(Alert, alert_id)
         page = session.get(Page, page_id)
@@ -229,7 +262,7 @@ def ack_link_submit(token: str, db: Db, settings: AppSettings, metrics: Metrics)
     try:
         alert_id, page_id = _verify(settings, token)
     except AckLinkError as exc:
-        return _link_error(exc)
+        return _link_error(exc, db)
     now = utcnow()
     with db.session() as session:
         page = session.get(Page, page_id)
