@@ -16,7 +16,7 @@ from vetgateway.cli_simulate import simulate_app
 from vetgateway.cli_support import fail as _fail
 from vetgateway.cli_support import load_settings_or_fail as _settings
 from vetgateway.config import Settings
-from vetgateway.errors import ConfigError, StorageError
+from vetgateway.errors import ConfigError, ListenerUnavailable, StorageError
 from vetgateway.heap import settle_after_startup
 from vetgateway.store import migrate
 from vetgateway.store.db import Database
@@ -86,8 +86,10 @@ def run() -> None:
         event_loop.run(Gateway(settings, db).serve(), settings.event_loop)
     except ConfigError as exc:  # e.g. an analyzer with an unknown driver or clinic
         _fail(str(exc))
-    except OSError as exc:
-        _fail(f"cannot listen: {exc}", code=1)
+    except ListenerUnavailable as exc:
+        _fail(str(exc), code=1)
+    except OSError as exc:  # e.g. an unreadable TLS certificate
+        _fail(f"cannot start: {exc}", code=1)
     finally:
         db.dispose()
 

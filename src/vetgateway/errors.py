@@ -17,6 +17,8 @@ is our bug.
 
 from __future__ import annotations
 
+import os
+
 
 class VetgatewayError(Exception):
     """Base of every error vetgateway raises deliberately."""
@@ -24,6 +26,16 @@ class VetgatewayError(Exception):
 
 class ConfigError(VetgatewayError):
     """A setting is invalid; the message names the setting and what is wrong with it."""
+
+
+class ListenerUnavailable(VetgatewayError):
+    """A listener cannot open its address (another process holds the port, or the address is
+    not this host's). The message names the listener, the address and the setting to change."""
+
+    @classmethod
+    def of(cls, what: str, host: str, port: int, setting: str, exc: OSError) -> ListenerUnavailable:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return cls(f"cannot listen for {what} on {host}:{port} ({setting}): {reason}")
 
 
 class StorageError(VetgatewayError):

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from vetgateway.adapters.mllp.tls import server_context
 from vetgateway.analyzers.lines import AnalyzerLines
 from vetgateway.api.app import create_app
 from vetgateway.config import Settings
-from vetgateway.errors import StorageError
+from vetgateway.errors import ListenerUnavailable, StorageError
 from vetgateway.heap import settle_after_startup
 from vetgateway.intake_metrics import IntakeMetrics
 from vetgateway.paging_metrics import PagingMetrics
@@ -93,6 +94,7 @@ class Gateway:
         """Run until ``stop()`` or a termination signal, then shut everything down in order."""
         loop = asyncio.get_running_loop()
         log.info("event loop", extra={"loop": type(loop).__module__.split(".")[0]})
+        http_socket = self._http_socket()  # first: nothing is started yet if the port is taken
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         if self.pipeline.worker is not None:
@@ -107,9 +109,15 @@ class Gateway:
         )
         http = self._http_server()
         settle_after_startup()  # before the first listener opens: nothing waits for it
-        http_task = asyncio.create_task(http.serve(), name="http")
+        http_task = asyncio.create_task(http.serve([http_socket]), name="http")
         try:
-            await mllp.start()
+            try:
+                await mllp.start()
+            except OSError as exc:
+                s = self.settings
+                raise ListenerUnavailable.of(
+                    "HL7 over MLLP", s.bind, s.mllp_port, "VETGATEWAY_MLLP_PORT", exc
+                ) from exc
             host, port = mllp.address
             scheme = "mllp+tls" if self.settings.mllp_tls_cert else "mllp"
             self._announce("mllp", f"{scheme}://{host}:{port}", "HL7 v2 from reference labs")
@@ -220,6 +228,19 @@ class Gateway:
             lifespan="on",
         )
         return _HttpServer(config)
+
+    def _http_socket(self) -> socket.socket:
+        """The HTTP listener's socket, bound here rather than by uvicorn, which answers a port
+        in use with a log line and ``sys.exit``: the operator gets the same one line as for
+        every other listener instead (``ListenerUnavailable``)."""
+        host, port = self.settings.bind, self.settings.http_port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            return socket.create_server((host, port), family=family, backlog=2048)
+        except OSError as exc:
+            raise ListenerUnavailable.of(
+                "HTTP (API, acknowledge links)", host, port, "VETGATEWAY_HTTP_PORT", exc
+            ) from exc
 
     @staticmethod
     async def _wait_started(http: _HttpServer, task: asyncio.Task[None]) -> None:

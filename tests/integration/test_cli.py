@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import signal
+import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -63,6 +66,32 @@ def test_an_analyzer_that_cannot_work_stops_run_with_one_line(
     lines = result.stderr.strip().splitlines()
     assert says in lines[-1]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "listener"),
+    [
+        ("http_port", "HTTP (API, acknowledge links)"),
+        ("mllp_port", "HL7 over MLLP"),
+        ("astm_port", "ASTM analyzers"),
+    ],
+)
+def test_a_port_in_use_stops_run_with_one_line_naming_listener_and_setting(
+    tmp_path: Path, setting: str, listener: str
+) -> None:
+    """Another process (an old gateway still running) holds the port: one line that says which
+    listener, which address and which setting, exit status 1, and no traceback."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = vetgateway("run", env=environment(tmp_path, **{setting: str(port)}))
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"vetgateway: cannot listen for {listener} on 127.0.0.1:{port}"
+        f" (VETGATEWAY_{setting.upper()}): {os.strerror(errno.EADDRINUSE)}"
+    )
+    assert "Traceback" not in result.stderr
+    assert "vetgateway: http " not in result.stdout  # never announced as listening
 
 
 def test_a_bad_config_file_is_named(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from vetgateway.analyzers.host_query import HostQueryAnswerer
 from vetgateway.analyzers.hours import parse_opening_hours
 from vetgateway.analyzers.silence import SilenceWatch
 from vetgateway.config import Settings
-from vetgateway.errors import ConfigError
+from vetgateway.errors import ConfigError, ListenerUnavailable
 from vetgateway.pipeline.mapping import MappingTable
 from vetgateway.store.clinics import clinic_by_code
 from vetgateway.store.db import Database
@@ -131,7 +131,12 @@ class AnalyzerLines:
             port=s.astm_port,
             on_incident=self._on_incident,
         )
-        await self.listener.start()
+        try:
+            await self.listener.start()
+        except OSError as exc:
+            raise ListenerUnavailable.of(
+                "ASTM analyzers", s.bind, s.astm_port, "VETGATEWAY_ASTM_PORT", exc
+            ) from exc
         configs = {c.name: c for c in s.analyzers}
         for device in devices:
             config = configs[device.name]
