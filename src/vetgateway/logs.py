@@ -65,10 +65,12 @@ ALLOWED_NAME_KEYS = frozenset(
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
-# Libraries that log their own set-up at INFO: Alembic announces each of its plugins on every
-# migration, which buries what an operator wants from a first start (where the gateway listens,
-# which migrations ran) under seven lines of noise. Shown again at DEBUG.
-SETUP_CHATTER = ("alembic.runtime.plugins",)
+# Libraries that log their own set-up at INFO, shown again at DEBUG: Alembic announces each of its
+# plugins on every migration, which buries what an operator wants from a first start (where the
+# gateway listens, which migrations ran); pika logs five to ten lines for every RabbitMQ
+# connection it opens or closes (one per worker thread), three quarters of a worker's log. Their
+# warnings and errors (a lost connection) still show.
+SETUP_CHATTER = ("alembic.runtime.plugins", "pika")
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``. uvicorn adds
 # ``color_message`` (the event again, with ANSI colours), which is dropped too.

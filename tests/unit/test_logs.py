@@ -216,3 +216,15 @@ def test_a_first_migration_logs_what_ran_without_alembics_plugin_set_up(
     assert any(line["event"].startswith("Running upgrade  -> 0001") for line in logged)
     plugin_lines = [line for line in logged if line["logger"] == "alembic.runtime.plugins"]
     assert bool(plugin_lines) is chatter_shown
+
+
+def test_pikas_connection_chatter_is_debug_but_its_warnings_show() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    connection = logging.getLogger("pika.adapters.blocking_connection")
+    connection.info("Created channel=1")
+    connection.warning("Connection lost: reconnecting")
+    assert [line["event"] for line in lines(stream)] == ["Connection lost: reconnecting"]
+    configure_logging("DEBUG", stream=stream)
+    connection.info("Created channel=2")
+    assert lines(stream)[-1]["event"] == "Created channel=2"
