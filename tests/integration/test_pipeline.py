@@ -31,6 +31,7 @@ from vetgateway.store.db import Database
 from vetgateway.store.inbox import Inbox, MessageMeta
 from vetgateway.store.models import (
     AuditEntry,
+    DiagnosticOrder,
     DiagnosticReport,
     InboundMessage,
     LabResult,
@@ -544,10 +545,51 @@ def test_an_hl7_order_after_its_results_matches_them(harness: Harness) -> None:
         vet_oru("C21", accession="ORD-1002", pms_id="PMS-20417", patient="Bella", owner="Smith")
     )
     assert harness.message(result_message).status is MessageStatus.UNMATCHED
-    harness.send(raw, message_type="ORM^O01")
+    harness.send(raw, message_type="ORM^O01")  # ORD-1001 and ORD-1002, both for Bella
     [report] = harness.reports()
     assert report.match_status is MatchStatus.MATCHED
+    # By its number, not by Bella's PMS id to whichever of her orders was written first.
+    assert report.match_rule == "placer"
+    assert _placer_number(harness, report.order_id) == "ORD-1002"
     assert harness.message(result_message).status is MessageStatus.PROCESSED
+
+
+def _placer_number(harness: Harness, order_id: uuid.UUID | None) -> str:
+    assert order_id is not None
+    with harness.db.session(readonly=True) as session:
+        order = session.get(DiagnosticOrder, order_id)
+        assert order is not None
+        assert order.placer_number is not None
+        return order.placer_number
+
+
+@pytest.mark.parametrize("order_first", [True, False], ids=["order_first", "results_first"])
+@pytest.mark.parametrize("write_chunk", [None, 1], ids=["one_transaction", "one_per_message"])
+def test_an_order_and_its_results_in_one_batch_are_matched(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, order_first: bool, write_chunk: int | None
+) -> None:
+    """After a backlog (a restart, a broker outage) an order and its results often travel in
+    one batch. Matching is planned before the batch is written, so the plan cannot know the
+    order; the batch's orders are matched again once its reports are written."""
+    if write_chunk is not None:
+        monkeypatch.setattr(harness.pipeline.processor, "_write_chunk", write_chunk)
+    order = (FIXTURES / "orders" / "vetclinic_orm_o01_canine_three_tests.hl7").read_bytes()
+    results = vet_oru("C22", accession="ORD-1002", pms_id="PMS-20417", patient="Bella")
+    sent = [(order, "ORM^O01"), (results, "ORU^R01")]
+    if not order_first:
+        sent.reverse()
+    ids = [
+        int(harness.inbox.accept(raw, "t", "p", MessageMeta(message_type=kind)))
+        for raw, kind in sent
+    ]
+    outcomes = harness.pipeline.processor.process_batch(ids)
+
+    assert set(outcomes.values()) == {Outcome.PROCESSED}
+    assert {harness.message(i).status for i in ids} == {MessageStatus.PROCESSED}
+    [report] = harness.reports()
+    assert report.match_status is MatchStatus.MATCHED
+    assert _placer_number(harness, report.order_id) == "ORD-1002"
+    assert harness.get("/api/v1/unmatched")["items"] == []
 
 
 CRITICAL_K = (("K", "Potassium", "8.1", "mEq/L", "3.5-5.8", "H"),)

@@ -17,6 +17,11 @@ ids and however often. The order of things is chosen for that:
    and results are in that one transaction with its status, so they appear together or not at
    all; a batch only shares the commit, which is what makes the pipeline fast.
 
+Orders (ORM/OML) look for the reports waiting for them once their chunk is written, and again
+once the whole batch is: after a backlog an order and its results often share a batch, and each
+of an ORM's orders is in before any of them matches (a report must go to its own order by
+number, not to the animal's first order by PMS id).
+
 Reports seen for the first time take a fast path: one query finds the orders of the whole batch
 by number, and every report and result goes in with one multi-row INSERT each. A resend (a
 correction, preliminary → final) or a report whose numbers did not settle it goes through the
@@ -68,7 +73,7 @@ from vetgateway.store.catalogue import delta_rules, mapping_table
 from vetgateway.store.clinics import clinic_by_code
 from vetgateway.store.db import Database
 from vetgateway.store.intervals import interval_table
-from vetgateway.store.models import InboundMessage, MessageStatus
+from vetgateway.store.models import DiagnosticOrder, InboundMessage, MessageStatus
 from vetgateway.store.models.base import utcnow
 from vetgateway.store.orders import candidate_orders, orders_by_number, upsert_order
 from vetgateway.store.qc import QcInput, save_qc_runs
@@ -231,8 +236,13 @@ class MessageProcessor:
                 plan = self._match_new_reports(session, prepared)
             prepared = self._with_order_clinics(prepared, plan)
             step = self._write_chunk
+            placed: list[uuid.UUID] = []
             for start in range(0, len(prepared), step):
-                outcomes.update(self._write(prepared[start : start + step], plan))
+                written, orders = self._write(prepared[start : start + step], plan)
+                outcomes.update(written)
+                placed += orders
+            if placed and Outcome.UNMATCHED in outcomes.values():
+                self._match_again_for_batch_orders(placed, outcomes)
             if any(
                 r.interpretation in CRITICAL
                 for p in prepared
@@ -330,8 +340,10 @@ class MessageProcessor:
         """Match the reports seen for the first time, before the write transaction.
 
         Reads only, so on SQLite it holds no write lock and the inbox's commits (the ACKs) never
-        wait behind order lookups. ``_write`` re-checks that each one is still new; an order
-        placed in the milliseconds between is found by the unmatched queue's human, not lost.
+        wait behind order lookups. ``_write`` re-checks that each one is still new. An order in
+        the same batch is matched to it afterwards (``_match_again_for_batch_orders``); one
+        that another worker places in the milliseconds between is found by the unmatched
+        queue's human, not lost.
         """
         items = [(p, n, item) for p in prepared for n, item in enumerate(p.reports)]
         keys = Counter(item.key for _p, _n, item in items if item.key is not None)
@@ -363,9 +375,13 @@ class MessageProcessor:
             decisions[(p.message_id, n)] = decision
         return _Plan(frozenset(resent), decisions)
 
-    def _write(self, prepared: list[_Prepared], plan: _Plan) -> dict[int, Outcome]:
+    def _write(
+        self, prepared: list[_Prepared], plan: _Plan
+    ) -> tuple[dict[int, Outcome], list[uuid.UUID]]:
+        """Write a chunk of the batch; what became of each message, and the orders placed."""
         now = self._clock()
         outcomes: dict[int, Outcome] = {}
+        placed: list[DiagnosticOrder] = []
         with self._db.session() as session:
             live = work_queue.lock_received_many(session, [p.message_id for p in prepared])
             prepared = [p for p in prepared if p.message_id in live]
@@ -390,7 +406,7 @@ class MessageProcessor:
                         row, _created = upsert_order(
                             session, order, actor=f"hl7:message:{p.message_id}"
                         )
-                        rematch_for_order(session, row, window=self._window, now=now)
+                        placed.append(row)
                     outcomes[p.message_id] = Outcome.PROCESSED
             with_reports = [p for p in prepared if p.reports]
             outcomes |= self._save_reports(session, with_reports, plan, now)
@@ -403,7 +419,36 @@ class MessageProcessor:
                 },
                 now=now,
             )
-        return outcomes
+            # Waiting reports are matched again once every order and report of the chunk is
+            # in (and the statuses are set, which a match may then settle): an ORM often places
+            # several orders for one animal, and a report waiting for the second must not go to
+            # the first by the animal's PMS id before the second exists.
+            for row in placed:
+                rematch_for_order(session, row, window=self._window, now=now)
+        return outcomes, [order.id for order in placed]
+
+    def _match_again_for_batch_orders(
+        self, order_ids: list[uuid.UUID], outcomes: dict[int, Outcome]
+    ) -> None:
+        """An order and its results in one batch (common after a backlog: a restart, a broker
+        outage): the match was planned before the batch was written, without the order, and the
+        order's own matching, in its chunk, ran before the results were written (or in the same
+        transaction, ahead of them). So once the whole batch is written, its orders look for
+        waiting reports again; a message whose reports are now all matched is ``processed``."""
+        waiting = [i for i, o in outcomes.items() if o is Outcome.UNMATCHED]
+        now = self._clock()
+        with self._db.session() as session:
+            for order_id in order_ids:
+                order = session.get(DiagnosticOrder, order_id)
+                if order is not None:
+                    rematch_for_order(session, order, window=self._window, now=now)
+            settled = session.scalars(
+                sa.select(_M.c.id).where(
+                    _M.c.id.in_(waiting), _M.c.status == MessageStatus.PROCESSED
+                )
+            ).all()
+        for message_id in settled:
+            outcomes[message_id] = Outcome.PROCESSED
 
     def _save_reports(
         self, session: Session, prepared: list[_Prepared], plan: _Plan, now: datetime
