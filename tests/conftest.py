@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,11 @@ from tests.services import POSTGRES, POSTGRES_ADMIN_URL, require
 from vetgateway.store import migrate
 from vetgateway.store.db import Database
 from vetgateway.store.models import Base
+
+# Times without an offset are read in this host's zone (``Settings.zone``): pin it, so that the
+# suite (and every gateway it starts) reads them alike on any machine. Tests of the zone set
+# their own.
+os.environ["TZ"] = "UTC"
 
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -53,6 +55,40 @@ class _TomlFileSource(PydanticBaseSettingsSource):
         return dict(self._data)
 
 
+_LOCALTIME = Path("/etc/localtime")
+
+
+def _zone_named(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{name!r} is not a time zone name; use an IANA name such as America/Chicago or"
+            " Europe/Berlin, or leave it empty for this host's zone"
+        ) from None
+
+
+def host_zone() -> tzinfo:
+    """This host's time zone, as the clinic's clock shows it: ``TZ`` when it names a zone, else
+    the zone ``/etc/localtime`` links to (or holds), else UTC (Windows without ``TZ``: set
+    ``VETGATEWAY_TIMEZONE``). A fixed offset (``datetime.now().astimezone()``) would not do:
+    it is wrong for half the year where daylight saving applies."""
+    name = os.environ.get("TZ", "").removeprefix(":")
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass  # a POSIX rule ("CET-1CEST") or a stray value: fall through
+    try:
+        target = str(_LOCALTIME.resolve())
+        if "/zoneinfo/" in target:
+            return ZoneInfo(target.rsplit("/zoneinfo/", 1)[1])
+        with _LOCALTIME.open("rb") as data:
+            return ZoneInfo.from_file(data, key="localtime")
+    except (OSError, ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
 class Settings(BaseSettings):
     """Everything the gateway needs to start. See CONVENTIONS.md §3 for the outside contract."""
 
@@ -68,6 +104,9 @@ class Settings(BaseSettings):
     astm_port: Port = Field(default=5001, ge=0, le=65535)
     dicom_port: Port = Field(default=11112, ge=0, le=65535)
     log_level: str = "INFO"
+    # The clinic's time zone (an IANA name: "America/Chicago"); empty: this host's. Times that
+    # carry no offset (analyzers' clocks always, HL7 often) are read in it; see ``zone``.
+    timezone: str = ""
     # auto: uvloop where installed, else asyncio's loop (see event_loop.py)
     event_loop: EventLoopChoice = "auto"
     # HL7 v2 over MLLP (see adapters/mllp/server.py for what each limit guards against)
@@ -141,7 +180,7 @@ class Settings(BaseSettings):
     analyzers: tuple[AnalyzerConfig, ...] = ()
     it_contacts: tuple[ContactConfig, ...] = ()
     opening_hours: str = ""
-    opening_hours_timezone: str = "UTC"
+    opening_hours_timezone: str = ""  # empty: ``timezone``
     silence_check_seconds: float = Field(default=30.0, gt=0)
     # Matching by patient identifiers only considers orders placed this many days before a report.
     match_window_days: int = Field(default=30, ge=1, le=3650)
@@ -158,6 +197,13 @@ class Settings(BaseSettings):
     def _known_broker(cls, value: str) -> str:
         if value and not value.startswith(("amqp://", "amqps://", "redis://", "rediss://")):
             raise ValueError("must be empty (in-process), amqp://… (RabbitMQ) or redis://… (Redis)")
+        return value
+
+    @field_validator("timezone", "opening_hours_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value:
+            _zone_named(value)
         return value
 
     @field_validator("log_level")
@@ -200,6 +246,17 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         """The database to use: the configured one, else SQLite in the data directory."""
         return self.database_url or f"sqlite:///{self.data_dir / 'vetgateway.db'}"
+
+    @property
+    def zone(self) -> tzinfo:
+        """The clinic's time zone: ``timezone``, else this host's (``host_zone``)."""
+        return _zone_named(self.timezone) if self.timezone else host_zone()
+
+    @property
+    def opening_hours_zone(self) -> tzinfo:
+        return (
+            _zone_named(self.opening_hours_timezone) if self.opening_hours_timezone else self.zone
+        )
 
     @property
     def is_embedded_database(self) -> bool:

@@ -38,6 +38,8 @@ def vetgateway(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
         ("broker_url", "kafka://x"),
         ("database_url", "mysql://x"),
         ("event_loop", "trio"),
+        ("timezone", "Mars/Olympus_Mons"),
+        ("opening_hours_timezone", "CET-1CEST"),
     ],
 )
 def test_a_bad_setting_stops_with_one_line_naming_it(

@@ -592,6 +592,33 @@ def test_an_order_and_its_results_in_one_batch_are_matched(
     assert harness.get("/api/v1/unmatched")["items"] == []
 
 
+def test_result_times_without_an_offset_are_stored_as_the_clinics_local_time(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """``VETGATEWAY_TIMEZONE`` reaches the parser: the lab's 11:30 (no offset) in a Chicago
+    clinic is stored as 17:30 UTC, and served so."""
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=harness.db.url,
+        broker_queue="test.zone",
+        timezone="America/Chicago",
+    )
+    pipeline = Pipeline(settings, harness.db, dispatch=False, work=False)
+    try:
+        message_id = int(
+            harness.inbox.accept(
+                vet_oru("TZ1", accession="Z-1", observed="20261126113000"), "t", "p"
+            )
+        )
+        assert pipeline.processor.process_batch([message_id]) == {message_id: Outcome.UNMATCHED}
+    finally:
+        pipeline.stop()
+    [report] = harness.reports()
+    assert report.observed_at == datetime(2026, 11, 26, 17, 30, tzinfo=UTC)
+    [first, *_] = harness.get("/api/v1/results", accession="Z-1")["items"]
+    assert first["observed_at"] == "2026-11-26T17:30:00Z"
+
+
 CRITICAL_K = (("K", "Potassium", "8.1", "mEq/L", "3.5-5.8", "H"),)
 
 

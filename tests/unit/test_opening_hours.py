@@ -45,7 +45,7 @@ def test_several_spans_a_day_and_a_day_range_wrapping_the_week() -> None:
 
 
 def test_hours_are_read_in_the_clinic_time_zone() -> None:
-    hours = parse_opening_hours("mon-fri 08:00-18:00", "America/New_York")
+    hours = parse_opening_hours("mon-fri 08:00-18:00", ZoneInfo("America/New_York"))
     # 13:00-14:00 UTC is 08:00-09:00 in New York (EST, UTC-5)
     assert open_time_between(hours, at(23, 12), at(23, 14)) == timedelta(hours=1)
 
@@ -64,11 +64,6 @@ def test_unreadable_hours_raise_config_error(text: str) -> None:
         parse_opening_hours(text)
 
 
-def test_unknown_time_zone_is_refused() -> None:
-    with pytest.raises(ConfigError, match="time zone"):
-        parse_opening_hours("", "Mars/Olympus_Mons")
-
-
 @given(
     start=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2026, 12, 1)),
     first=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=9)),
@@ -77,7 +72,7 @@ def test_unknown_time_zone_is_refused() -> None:
 def test_open_time_is_additive_and_bounded(
     start: datetime, first: timedelta, second: timedelta
 ) -> None:
-    hours = parse_opening_hours(WEEKDAYS, "Europe/Berlin")
+    hours = parse_opening_hours(WEEKDAYS, ZoneInfo("Europe/Berlin"))
     a = start.replace(tzinfo=UTC)
     b, c = a + first, a + first + second
     whole = open_time_between(hours, a, c)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 
 from vetgateway.adapters.analyzer.station import LineStation
 from vetgateway.adapters.astm.e1381 import MessageEnd
@@ -67,11 +68,12 @@ class Driver:
             return PlainTextFramer(self.framing)
         return AstmStation(self.message_end, interrupt_to_reply=self.interrupt_to_reply)
 
-    def parse(self, raw: bytes) -> AnalyzerMessage:
-        """The stored message in canonical form; raises ``ParseError``."""
+    def parse(self, raw: bytes, *, zone: tzinfo = UTC) -> AnalyzerMessage:
+        """The stored message in canonical form, its clock read in ``zone``; raises
+        ``ParseError``."""
         if self.template is not None:
-            return parse_text(raw, self.template)
-        return parse_astm(raw, self.dialect or AstmDialect())
+            return parse_text(raw, self.template, clock_tz=zone)
+        return parse_astm(raw, self.dialect or AstmDialect(), zone=zone)
 
 
 def _registry(*drivers: Driver) -> dict[str, Driver]:

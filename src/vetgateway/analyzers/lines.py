@@ -95,7 +95,7 @@ class AnalyzerLines:
         self._on_alert = on_alert
         self._observer = observer
         self._drivers = check_analyzers(settings.analyzers)
-        self._hours = parse_opening_hours(settings.opening_hours, settings.opening_hours_timezone)
+        self._hours = parse_opening_hours(settings.opening_hours, settings.opening_hours_zone)
         self.listener: AnalyzerTcpServer | None = None
         self.lines: dict[str, _Line] = {}
         self.watch: SilenceWatch | None = None

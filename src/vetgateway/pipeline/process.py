@@ -49,7 +49,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any, NamedTuple, cast
 
@@ -169,7 +169,8 @@ class MessageProcessor:
     The mapping table is read from the database once and re-read every ``mapping_ttl`` seconds,
     so a mapping added through ``vetgateway catalogue load`` applies without a restart.
     ``write_chunk`` caps the messages per write transaction (default: ``SQLITE_WRITE_CHUNK`` on
-    SQLite, the whole batch elsewhere).
+    SQLite, the whole batch elsewhere). ``zone`` is the clinic's time zone, in which times
+    without an offset are read (``Settings.zone``).
     """
 
     def __init__(
@@ -182,8 +183,10 @@ class MessageProcessor:
         default_clinic: str | None = None,
         clock: Callable[[], datetime] = utcnow,
         write_chunk: int | None = None,
+        zone: tzinfo = UTC,
     ) -> None:
         self._db = db
+        self._zone = zone
         self._write_chunk = write_chunk or (
             SQLITE_WRITE_CHUNK if db.dialect == "sqlite" else sys.maxsize
         )
@@ -264,8 +267,9 @@ class MessageProcessor:
         """The pure stages for one message."""
         try:
             if _message_type(message_type) in _ORDER_TYPES:
-                return _Prepared(message_id, received_at, orders=parse_order_message(raw))
-            parsed = parse_results(raw, message_type, meta or {})
+                orders = parse_order_message(raw, zone=self._zone)
+                return _Prepared(message_id, received_at, orders=orders)
+            parsed = parse_results(raw, message_type, meta or {}, zone=self._zone)
         except ParseError as exc:
             return _Prepared(message_id, received_at, refused=f"parse error: {exc}")
         maps = self.tables().mapping

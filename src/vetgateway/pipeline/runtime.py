@@ -59,11 +59,17 @@ class Pipeline:
         self._db = db
         self.broker = broker if broker is not None else create_broker(settings.broker_url)
         retry = retry_policy(settings)
+        zone = settings.zone
+        if work:  # said once per process that parses: an hours-off result time starts here
+            log.info(
+                "times without an offset are read in the clinic's zone", extra={"zone": str(zone)}
+            )
         self.processor = MessageProcessor(
             db,
             match_window=timedelta(days=settings.match_window_days),
             alert_merge=timedelta(minutes=settings.alert_merge_minutes),
             default_clinic=settings.default_clinic,
+            zone=zone,
         )
         self.actors = PipelineActors(
             self.broker, db, self.processor, retry, queue=settings.broker_queue

@@ -47,7 +47,7 @@ missing, so short records read as empty fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Final
 
 from vetgateway.errors import ParseError
@@ -230,11 +230,14 @@ def _instrument(header: AstmRecord) -> str | None:
     return header.decode(rest).strip() or None
 
 
-def parse_astm(raw: bytes, dialect: AstmDialect = DEFAULT_DIALECT) -> AnalyzerMessage:
-    """Parse one LIS2-A2 message; raise ``ParseError`` naming record and field if unusable."""
+def parse_astm(
+    raw: bytes, dialect: AstmDialect = DEFAULT_DIALECT, *, zone: tzinfo = UTC
+) -> AnalyzerMessage:
+    """Parse one LIS2-A2 message; raise ``ParseError`` naming record and field if unusable.
+    Timestamps (never with an offset in LIS2-A2) are the analyzer's clock, in ``zone``."""
     records = read_records(raw)
     header = records.header
-    timestamps = TimestampMemo()
+    timestamps = TimestampMemo(zone)
     processing_id = header.component(12, 1).strip() or None
     message_qc = processing_id is not None and processing_id.upper() in dialect.qc_processing_ids
     message_comments: list[str] = []

@@ -20,8 +20,9 @@ analyzer's ``AstmDialect``. The rules, field by field:
 - **Result status** (R-9): F final; C correction; X cannot be done → cancelled; P preliminary,
   I pending in instrument, S partial, W validity questionable → preliminary; V operator
   verified, R previously transmitted, Q response to query → final. The code is kept as sent.
-- **Time** (R-13, date/time test completed; else R-12, started): ``YYYYMMDD[HHMM[SS]]`` read as
-  UTC, like the HL7 parser (``values.parse_datetime``); an invalid one is None.
+- **Time** (R-13, date/time test completed; else R-12, started): ``YYYYMMDD[HHMM[SS]]``, the
+  analyzer's clock, read in the clinic's zone like the HL7 parser (``values.parse_datetime``);
+  an invalid one is None.
 - **Patient** (P): see ``read_patient``.
 """
 

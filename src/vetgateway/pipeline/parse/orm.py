@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, fields, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Final, Literal
 
 from vetgateway.errors import ParseError
@@ -252,14 +252,19 @@ def _clinic(orc: Segment, msh: Segment) -> str | None:
 
 
 def _order(
-    group: _Group, patient: _Patient, source: str, sent_at: datetime | None, msh: Segment
+    group: _Group,
+    patient: _Patient,
+    source: str,
+    sent_at: datetime | None,
+    msh: Segment,
+    zone: tzinfo,
 ) -> OrderIn:
     orc, obr = group.orc, group.obr
     action = _action(orc)
     placer = _identifier(orc, 2, "placer_number")
     filler = _identifier(orc, 3, "filler_number")
     accession = None
-    ordered_at = parse_datetime(orc.component(9, 1))
+    ordered_at = parse_datetime(orc.component(9, 1), zone)
     items: tuple[str, ...] = ()
     if obr is not None:
         placer = placer or _identifier(obr, 2, "placer_number")
@@ -267,7 +272,7 @@ def _order(
         accession = _identifier(obr, 18, "accession_number") or _identifier(
             obr, 20, "accession_number"
         )
-        ordered_at = ordered_at or parse_datetime(obr.component(6, 1))
+        ordered_at = ordered_at or parse_datetime(obr.component(6, 1), zone)
         items = (_ordered_code(obr),)
     accession = accession or filler
     if placer is None and accession is None:
@@ -315,10 +320,10 @@ def _merged(orders: list[OrderIn]) -> tuple[OrderIn, ...]:
     return tuple(by_key.values())
 
 
-def parse_order_message(raw: bytes) -> tuple[OrderIn, ...]:
+def parse_order_message(raw: bytes, *, zone: tzinfo = UTC) -> tuple[OrderIn, ...]:
     """Parse one ORM^O01 or OML^O21; raise ``ParseError`` naming segment and field if unusable.
 
-    Returns the orders in message order, at least one.
+    Returns the orders in message order, at least one. Times without an offset are in ``zone``.
     """
     message = parse_er7(raw)
     msh = message.segments[0]
@@ -331,7 +336,7 @@ def parse_order_message(raw: bytes) -> tuple[OrderIn, ...]:
             location=msh.location(9),
         )
     source = _source(msh)
-    sent_at = parse_datetime(msh.component(7, 1))
+    sent_at = parse_datetime(msh.component(7, 1), zone)
     patients: list[_Patient] = [_Patient()]
     groups: list[_Group] = []
     current: _Group | None = None
@@ -360,4 +365,4 @@ def parse_order_message(raw: bytes) -> tuple[OrderIn, ...]:
             current.obr = seg
     if not groups:
         raise ParseError("the message carries no order: no ORC segment", location="ORC")
-    return _merged([_order(g, patients[g.patient], source, sent_at, msh) for g in groups])
+    return _merged([_order(g, patients[g.patient], source, sent_at, msh, zone) for g in groups])

@@ -30,7 +30,8 @@ Decisions, each one a place a lab may disagree with us:
   any other non-empty code → unknown; empty → None.
 - **Accession**: OBR-18 (placer field 1), else OBR-20 (filler field 1), else the filler number.
 - **Timestamps** (TS/DTM, ``YYYY[MM[DD[HH[MM[SS[.S…]]]]]][+/-ZZZZ]``): missing parts are the
-  earliest; a timestamp without an offset is read as UTC; an invalid one is None.
+  earliest; a timestamp without an offset is the sender's local time (HL7 v2), read in the
+  ``zone`` given (the clinic's, ``VETGATEWAY_TIMEZONE``; UTC if none); an invalid one is None.
 - **Numbers**: ``[<|>|<=|>=|=] number`` in NM, ST and SN; SN components
   ``comparator^num1^separator^num2`` with a ratio or range leaving ``value_numeric`` None. Anything
   else keeps its text with ``value_numeric`` None.
@@ -54,7 +55,7 @@ take the model's class (``_OrderDraft``), as ``obx`` does for observations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Final
 
 from vetgateway.errors import ParseError
@@ -211,8 +212,9 @@ def _finish(group: _PatientGroup, timestamps: TimestampMemo) -> list[Report]:
     return [_report(b, patient, timestamps) for b in group.reports]
 
 
-def parse_oru(raw: bytes) -> ParsedMessage:
-    """Parse one ORU^R01 message; raise ``ParseError`` naming segment and field if unusable."""
+def parse_oru(raw: bytes, *, zone: tzinfo = UTC) -> ParsedMessage:
+    """Parse one ORU^R01 message; raise ``ParseError`` naming segment and field if unusable.
+    Timestamps without an offset are in ``zone`` (``values.parse_datetime``)."""
     message = parse_er7(raw)
     msh = message.segments[0]
     code = msh.component(9, 1).strip().upper()
@@ -222,7 +224,7 @@ def parse_oru(raw: bytes) -> ParsedMessage:
             f"message type is {msh.field(9)!r}, not ORU^R01; only results are parsed here",
             location=msh.location(9),
         )
-    timestamps = TimestampMemo()
+    timestamps = TimestampMemo(zone)
     reports: list[Report] = []
     message_comments: list[str] = []
     group = _PatientGroup(_NO_PATIENT)

@@ -27,9 +27,9 @@ with ``value_numeric`` and ``comparator`` set; otherwise ``ST`` (``----``, ``***
 number is None. ``low``/``high`` become ``range_low``/``range_high`` and, when both were printed,
 ``reference_range`` is the text between them as printed. The timestamp is read with
 ``timestamp_format`` (``datetime.strptime``); a print has no time zone, so a naive time is taken
-in ``clock_tz`` (the site's zone; UTC by default) and stored as ``Report.observed_at``. A
-timestamp that matches the regex but is not a real date is left out, with a report comment
-saying so, rather than rejecting results that are otherwise sound.
+in ``clock_tz`` (the clinic's zone, ``VETGATEWAY_TIMEZONE``; UTC if none given) and stored as
+``Report.observed_at``. A timestamp that matches the regex but is not a real date is left out,
+with a report comment saying so, rather than rejecting results that are otherwise sound.
 
 Errors: only ``ParseError`` (reason written for whoever configures the analyzer), and only when
 no result matched or the sample id is missing (unless ``sample_id_optional``). Invalid templates

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 from typing import Any
 
 from vetgateway.analyzers.drivers import driver_named
@@ -42,15 +43,18 @@ def _meta_id(meta: Mapping[str, Any], key: str) -> uuid.UUID | None:
         return None
 
 
-def parse_results(raw: bytes, message_type: str | None, meta: Mapping[str, Any]) -> ParsedResults:
-    """Parse with the parser the message type (and, for analyzers, the driver) calls for.
+def parse_results(
+    raw: bytes, message_type: str | None, meta: Mapping[str, Any], *, zone: tzinfo = UTC
+) -> ParsedResults:
+    """Parse with the parser the message type (and, for analyzers, the driver) calls for;
+    times without an offset are in ``zone``.
 
     Raises ``ParseError`` for content nothing can be made of, including an analyzer message with
     neither results, control runs nor a query (a query alone is answered on the line already).
     """
     if (message_type or "") in ANALYZER_TYPES:
         driver = driver_named(meta.get("driver"), error=ParseError)
-        message = driver.parse(raw)
+        message = driver.parse(raw, zone=zone)
         if not (message.reports or message.qc_runs or message.queries):
             raise ParseError("the message carries no result, control run or query")
         sender = message.sender or str(meta.get("sender_id") or "")
@@ -61,7 +65,7 @@ def parse_results(raw: bytes, message_type: str | None, meta: Mapping[str, Any])
             device_id=_meta_id(meta, "device_id"),
             clinic_id=_meta_id(meta, "clinic_id"),
         )
-    parsed = parse_oru(raw)
+    parsed = parse_oru(raw, zone=zone)
     if not parsed.reports:
         raise ParseError("the message carries no report: no OBR segment", location="OBR")
     return ParsedResults(

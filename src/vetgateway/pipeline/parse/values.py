@@ -14,7 +14,7 @@ time but the next message has its own. Every value returned is immutable (``Deci
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Final
@@ -33,11 +33,18 @@ _TS: Final = re.compile(
 )
 
 
-def parse_datetime(text: str) -> datetime | None:
-    """An HL7 TS/DTM as an aware datetime (naive → UTC); None when empty or invalid."""
+def parse_datetime(text: str, zone: tzinfo = UTC) -> datetime | None:
+    """An HL7 TS/DTM as an aware datetime; None when empty or invalid.
+
+    A time without an offset is in ``zone``: HL7 v2 reads it as the sender's local time, and
+    analyzers print their own clock's. The pipeline passes the clinic's zone
+    (``VETGATEWAY_TIMEZONE``); a wall time that a daylight-saving change skips or repeats takes
+    the offset in force before the change (``fold=0``)."""
     if len(text) in _DIGITS_ONLY and text.isascii() and text.isdigit():  # the usual form
-        try:  # the same value as below, parsed in C (ISO 8601 basic format, Z for UTC)
-            return datetime.fromisoformat(f"{text[:8]}T{text[8:] or '00'}Z")
+        try:  # the same value as below, parsed in C (ISO 8601 basic format)
+            if zone is UTC:
+                return datetime.fromisoformat(f"{text[:8]}T{text[8:] or '00'}Z")
+            return datetime.fromisoformat(f"{text[:8]}T{text[8:] or '00'}").replace(tzinfo=zone)
         except ValueError:  # month 13, 30 February, hour 24 …
             return None
     if not text:  # an empty field, as often as not (PID-7, OBX-14)
@@ -47,7 +54,7 @@ def parse_datetime(text: str) -> datetime | None:
         return None
     year, month, day, hour, minute, second, frac, sign, oh, om = m.groups()
     try:
-        tz: timezone = UTC
+        tz = zone
         if sign is not None:
             offset = timedelta(hours=int(oh), minutes=int(om))
             tz = timezone(-offset if sign == "-" else offset)
@@ -66,10 +73,14 @@ def parse_datetime(text: str) -> datetime | None:
 
 
 class TimestampMemo(dict[str, datetime | None]):
-    """``memo[text]`` is ``parse_datetime(text)``, parsed once per text; one per message."""
+    """``memo[text]`` is ``parse_datetime(text, zone)``, parsed once per text; one per message."""
+
+    def __init__(self, zone: tzinfo = UTC) -> None:
+        super().__init__()
+        self.zone = zone
 
     def __missing__(self, text: str) -> datetime | None:
-        value = self[text] = parse_datetime(text)
+        value = self[text] = parse_datetime(text, self.zone)
         return value
 
 
