@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from tests.integration.api_support import TestClient, bearer, build_app, issue
 from tests.oru import PANEL, vet_oru
 from vetgateway.config import Settings
+from vetgateway.model import Sex
 from vetgateway.pipeline.parse.orm import OrderIn
 from vetgateway.pipeline.process import Outcome
 from vetgateway.pipeline.runtime import Pipeline
@@ -643,6 +644,37 @@ def test_results_are_interpreted_against_the_species_interval(harness: Harness) 
     served = {i["source_code"]: i for i in harness.get("/api/v1/results", accession="I-1")["items"]}
     assert served["K"]["interpretation"] == "critical_high"
     assert served["K"]["lab_flags"] == "H"
+
+
+def test_a_report_without_species_is_read_with_its_orders_animal(harness: Harness) -> None:
+    """Many labs send no species; the order from the PMS always has one. Without it no result
+    can be read against an interval, so a critical potassium with no lab flag paged nobody."""
+    harness.order("S-1", species="feline", patient_name="Tom", sex=Sex.MALE_NEUTERED)
+    unflagged = (
+        ("K", "Potassium", "8.1", "mEq/L", "", ""),
+        ("NA", "Sodium", "150", "mEq/L", "", ""),
+    )
+    harness.send(vet_oru("S1", accession="S-1", species="", patient="Tom", results=unflagged))
+    [report] = harness.reports()
+    assert report.match_status is MatchStatus.MATCHED
+    assert report.species == "feline"  # the order's word for the animal
+    stored = harness.results(report.id)
+    assert stored["K"].interpretation.value == "critical_high"
+    assert stored["K"].reference_interval_id is not None
+    assert stored["NA"].interpretation.value == "normal"
+    [alert] = _alerts(harness)
+    assert alert.patient_label == "Tom (feline), owner Smith"
+    assert alert.result_id == stored["K"].id
+
+    # The final, again without species, goes through the resend path: the order still counts.
+    final = (("K", "Potassium", "8.3", "mEq/L", "", ""), ("NA", "Sodium", "151", "mEq/L", "", ""))
+    harness.send(vet_oru("S2", accession="S-1", species="", patient="Tom", results=final))
+    [report] = harness.reports()
+    stored = harness.results(report.id)
+    assert stored["K"].value_text == "8.3"
+    assert stored["K"].interpretation.value == "critical_high"
+    [alert] = _alerts(harness)  # the same alert, updated with the new value
+    assert "8.3" in alert.summary
 
 
 def test_r38_a_critical_value_on_an_unmatched_report_alerts_labelled_unmatched(

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Final, Literal
 
-from vetgateway.model import Report
+from vetgateway.model import Report, Sex
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -60,6 +60,7 @@ __all__ = [
     "MatchDecision",
     "MatchRule",
     "OrderCandidate",
+    "OrderedAnimal",
     "ScoredCandidate",
     "decide_match",
     "normalise_microchip",
@@ -144,6 +145,23 @@ class OrderCandidate:
     ordered_at: datetime | None = None
     ordered_codes: tuple[str, ...] = ()
     clinic_id: uuid.UUID | None = None  # the clinic that placed it: whose intervals and rota
+    sex: Sex | None = None
+    breed: str | None = None
+
+    @property
+    def animal(self) -> OrderedAnimal:
+        return OrderedAnimal(self.species, self.breed, self.sex, self.birth_date)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderedAnimal:
+    """The animal as its order describes it: what a report's interpretation falls back on for
+    whatever the lab left out (many labs send no species; the PMS always knows it)."""
+
+    species: str | None = None
+    breed: str | None = None
+    sex: Sex | None = None
+    birth_date: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +199,7 @@ class MatchDecision:
     reason: str
     candidates: tuple[ScoredCandidate, ...]
     clinic_id: uuid.UUID | None = None  # the matched order's clinic
+    animal: OrderedAnimal | None = None  # the matched order's animal
 
     @property
     def matched(self) -> bool:
@@ -378,6 +397,7 @@ def _matched(
         reason,
         (judge.score(candidate),),
         candidate.clinic_id,
+        candidate.animal,
     )
 
 

@@ -62,7 +62,12 @@ from vetgateway.pipeline.alerting import CRITICAL, critical_findings, patient_la
 from vetgateway.pipeline.delta import DeltaRule, delta_check
 from vetgateway.pipeline.interpret import IntervalTable, age_in_days, interpret
 from vetgateway.pipeline.mapping import MappedObservation, MappingTable, map_observations
-from vetgateway.pipeline.matching import MatchDecision, OrderCandidate, decide_match
+from vetgateway.pipeline.matching import (
+    MatchDecision,
+    OrderCandidate,
+    OrderedAnimal,
+    decide_match,
+)
 from vetgateway.pipeline.parse.orm import OrderIn, parse_order_message
 from vetgateway.pipeline.parse.results import parse_results
 from vetgateway.pipeline.rematch import rematch_for_order
@@ -75,7 +80,12 @@ from vetgateway.store.db import Database
 from vetgateway.store.intervals import interval_table
 from vetgateway.store.models import DiagnosticOrder, InboundMessage, MessageStatus
 from vetgateway.store.models.base import utcnow
-from vetgateway.store.orders import candidate_orders, orders_by_number, upsert_order
+from vetgateway.store.orders import (
+    candidate_orders,
+    orders_by_number,
+    orders_of_reports,
+    upsert_order,
+)
 from vetgateway.store.qc import QcInput, save_qc_runs
 from vetgateway.store.reports import (
     ReportInput,
@@ -137,6 +147,8 @@ class _Plan:
 
     resent: frozenset[str]
     decisions: dict[tuple[int, int], MatchDecision]
+    # For resends: the order the report is already attached to, by report key.
+    attached: dict[str, OrderCandidate] = dataclasses.field(default_factory=dict)
 
 
 # SQLite has one write lock, and an ACK waits for it (``store/writer_gate.py`` only puts intake
@@ -160,6 +172,17 @@ def _numbered(candidate: OrderCandidate, report: Report) -> bool:
         (ref.accession and candidate.accession_number == ref.accession.strip())
         or (ref.placer and candidate.placer_number == ref.placer.strip())
         or (ref.filler and candidate.filler_number == ref.filler.strip())
+    )
+
+
+def _fills_a_gap(item: ReportInput, animal: OrderedAnimal) -> bool:
+    """Whether the order knows something of the animal that the report's sender left out."""
+    patient = item.report.patient
+    return bool(
+        (item.species is None and animal.species)
+        or (patient.sex is None and animal.sex)
+        or (patient.breed is None and animal.breed)
+        or (patient.birth_date is None and animal.birth_date)
     )
 
 
@@ -237,7 +260,7 @@ class MessageProcessor:
         if prepared:
             with self._db.session(readonly=True) as session:
                 plan = self._match_new_reports(session, prepared)
-            prepared = self._with_order_clinics(prepared, plan)
+            prepared = self._with_order_details(prepared, plan)
             step = self._write_chunk
             placed: list[uuid.UUID] = []
             for start in range(0, len(prepared), step):
@@ -298,20 +321,25 @@ class MessageProcessor:
             device_id=parsed.device_id,
         )
 
-    def _interpreted(self, item: ReportInput, received_at: datetime) -> ReportInput:
+    def _interpreted(
+        self, item: ReportInput, received_at: datetime, ordered: OrderedAnimal | None = None
+    ) -> ReportInput:
         """``item`` with our reading of each result, against the intervals of its device and
-        clinic (no clinic: the default clinic's)."""
+        clinic (no clinic: the default clinic's). What the sender left out of the animal (breed,
+        sex, birth date) is taken from its order when ``ordered`` (species: ``item.species``)."""
         tables = self.tables()
         patient = item.report.patient
-        age = age_in_days(patient.birth_date, item.report.observed_at or received_at)
-        breed = patient.breed.display if patient.breed else None
+        ordered = ordered or OrderedAnimal()
+        birth_date = patient.birth_date or ordered.birth_date
+        age = age_in_days(birth_date, item.report.observed_at or received_at)
+        breed = patient.breed.display if patient.breed else ordered.breed
         readings = tuple(
             interpret(
                 m,
                 tables.intervals,
                 species=item.species,
                 breed=breed,
-                sex=patient.sex,
+                sex=patient.sex or ordered.sex,
                 age_days=age,
                 clinic_id=item.clinic_id or tables.default_clinic_id,
                 device_id=item.device_id,
@@ -320,22 +348,39 @@ class MessageProcessor:
         )
         return dataclasses.replace(item, readings=readings)
 
-    def _with_order_clinics(self, prepared: list[_Prepared], plan: _Plan) -> list[_Prepared]:
-        """Reports that learnt their clinic from the order they matched (a reference lab's
-        report names no clinic; its order does): the clinic is recorded on the report and its
-        alerts (that clinic's rota is paged), and the results are read again when that clinic
-        has intervals of its own."""
+    def _with_order_details(self, prepared: list[_Prepared], plan: _Plan) -> list[_Prepared]:
+        """Reports that learnt from the order they matched what their sender left out:
+
+        - the clinic (a reference lab's report names none; its order does): recorded on the
+          report and its alerts (that clinic's rota is paged), and the results are read again
+          when that clinic has intervals of its own;
+        - the animal: many labs send no species (or sex, breed, birth date), and without a
+          species no result can be read against an interval, so a critical value would page
+          nobody. The order's species becomes the report's, and the results are read again
+          with the order's animal filling the gaps. What the lab did send is never overridden
+          (matching refuses an order whose species or birth date differs)."""
         overridden = self.tables().intervals.clinic_ids
         updated = []
         for p in prepared:
             reports = list(p.reports)
             for n, item in enumerate(reports):
                 decision = plan.decisions.get((p.message_id, n))
-                if item.clinic_id is not None or decision is None or decision.clinic_id is None:
+                attached = plan.attached.get(item.key) if item.key is not None else None
+                if decision is not None and decision.matched:
+                    clinic_id, animal = decision.clinic_id, decision.animal
+                elif decision is None and attached is not None:  # a resend
+                    clinic_id, animal = attached.clinic_id, attached.animal
+                else:
                     continue
-                item = dataclasses.replace(item, clinic_id=decision.clinic_id)
-                if decision.clinic_id in overridden:
-                    item = self._interpreted(item, p.received_at)
+                again = False
+                if item.clinic_id is None and clinic_id is not None:
+                    item = dataclasses.replace(item, clinic_id=clinic_id)
+                    again = clinic_id in overridden
+                if animal is not None and _fills_a_gap(item, animal):
+                    item = dataclasses.replace(item, species=item.species or animal.species)
+                    again = True
+                if again:
+                    item = self._interpreted(item, p.received_at, animal)
                 reports[n] = item
             updated.append(dataclasses.replace(p, reports=tuple(reports)))
         return updated
@@ -377,7 +422,7 @@ class MessageProcessor:
             if not decision.matched:  # the patient rules need their own queries
                 decision = self._decide(session, item, observed_at)
             decisions[(p.message_id, n)] = decision
-        return _Plan(frozenset(resent), decisions)
+        return _Plan(frozenset(resent), decisions, orders_of_reports(session, resent))
 
     def _write(
         self, prepared: list[_Prepared], plan: _Plan

@@ -57,10 +57,12 @@ from vetgateway.store.audit import audit
 from vetgateway.store.models import (
     Clinic,
     DiagnosticOrder,
+    DiagnosticReport,
     OrderItem,
     OrderItemStatus,
     OrderStatus,
 )
+from vetgateway.store.models.reports import MatchStatus
 
 __all__ = [
     "ENTITY_TYPE",
@@ -69,6 +71,7 @@ __all__ = [
     "candidate_orders",
     "get_order",
     "orders_by_number",
+    "orders_of_reports",
     "upsert_order",
 ]
 
@@ -448,6 +451,24 @@ def orders_by_number(session: Session, numbers: Collection[str]) -> list[OrderCa
     return [_candidate(row, ()) for row in rows]
 
 
+def orders_of_reports(session: Session, keys: Collection[str]) -> dict[str, OrderCandidate]:
+    """For each report key whose live report is attached to an order, that order: what a
+    resend (preliminary → final, a correction) falls back on for what its sender left out."""
+    if not keys:
+        return {}
+    rows = session.execute(
+        sa.select(DiagnosticReport.report_key, _O)
+        .join(_O, _O.id == DiagnosticReport.order_id)
+        .where(
+            DiagnosticReport.report_key.in_(sorted(keys)),
+            DiagnosticReport.deleted_at.is_(None),
+            DiagnosticReport.match_status == MatchStatus.MATCHED,
+        )
+        .order_by(DiagnosticReport.version)  # the newest version's order wins
+    )
+    return {key: _candidate(order, ()) for key, order in rows if key is not None}
+
+
 def _candidate(row: DiagnosticOrder, codes: Sequence[str]) -> OrderCandidate:
     return OrderCandidate(
         order_id=row.id,
@@ -464,4 +485,6 @@ def _candidate(row: DiagnosticOrder, codes: Sequence[str]) -> OrderCandidate:
         ordered_at=row.ordered_at,
         ordered_codes=tuple(codes),
         clinic_id=row.clinic_id,
+        sex=row.sex,
+        breed=row.breed,
     )
