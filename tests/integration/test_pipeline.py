@@ -677,6 +677,117 @@ def test_a_report_without_species_is_read_with_its_orders_animal(harness: Harnes
     assert "8.3" in alert.summary
 
 
+UNFLAGGED_K = (("K", "Potassium", "8.1", "mEq/L", "", ""), ("NA", "Sodium", "150", "mEq/L", "", ""))
+
+
+def test_an_order_arriving_after_its_results_has_them_read_again_and_paged(
+    harness: Harness,
+) -> None:
+    """The results came first, without species or lab flag: nothing could be read, nothing
+    paged. When their order arrives (POST /api/v1/orders) and matches them, they are read with
+    its animal, and the critical potassium opens its alert for Tom."""
+    message_id = harness.send(
+        vet_oru("L1", accession="LATE-K", species="", patient="Tom", results=UNFLAGGED_K)
+    )
+    assert harness.message(message_id).status is MessageStatus.UNMATCHED
+    [waiting] = harness.reports()
+    assert harness.results(waiting.id)["K"].interpretation.value == "not_interpreted"
+    assert _alerts(harness) == []
+
+    patient = uuid.uuid4()
+    response = harness.client.post(
+        "/api/v1/orders",
+        json={
+            "source": "PMS",
+            "accession_number": "LATE-K",
+            "placer_number": "LATE-K",
+            "patient_id": str(patient),
+            "patient_pms_id": "PMS-4711",
+            "patient_name": "Tom",
+            "species": "feline",
+        },
+        headers=bearer(harness.token),
+    )
+    assert response.status_code == 201, response.text
+    [report] = harness.reports()
+    assert report.match_status is MatchStatus.MATCHED
+    assert report.species == "feline"
+    stored = harness.results(report.id)
+    assert stored["K"].interpretation.value == "critical_high"
+    assert stored["K"].reference_interval_id is not None
+    assert stored["NA"].interpretation.value == "normal"
+    [alert] = _alerts(harness)
+    assert (alert.result_id, alert.patient_id) == (stored["K"].id, patient)
+    assert alert.patient_label == "Tom (feline), owner Smith"
+    assert alert.state.value == "open"
+    assert harness.message(message_id).status is MessageStatus.PROCESSED
+    with harness.db.session(readonly=True) as session:
+        [entry] = session.scalars(
+            sa.select(AuditEntry).where(AuditEntry.action == "report.read_again_on_match")
+        ).all()
+    assert entry.details["critical"] == 1
+
+
+def test_an_hl7_order_after_unreadable_results_has_them_read_again(harness: Harness) -> None:
+    """The same through the pipeline: the ORM (Bella, canine) matches the results waiting
+    without species, in the order's own write transaction."""
+    waiting = vet_oru(
+        "L3",
+        accession="ORD-1002",
+        pms_id="PMS-20417",
+        species="",
+        patient="Bella",
+        results=UNFLAGGED_K,
+    )
+    harness.send(waiting)
+    assert _alerts(harness) == []
+    raw = (FIXTURES / "orders" / "vetclinic_orm_o01_canine_three_tests.hl7").read_bytes()
+    harness.send(raw, message_type="ORM^O01")
+    [report] = harness.reports()
+    assert report.match_status is MatchStatus.MATCHED
+    assert report.species == "canine"
+    assert harness.results(report.id)["K"].interpretation.value == "critical_high"
+    [alert] = _alerts(harness)
+    assert alert.patient_label == "Bella (canine), owner Smith"
+
+
+def test_attaching_an_unmatched_report_relabels_its_alert_for_the_animal(
+    harness: Harness,
+) -> None:
+    """R38 paged at once for "unmatched patient: Tom"; once a technician attaches the report,
+    that same alert (no second page) names the animal, and keeps its state."""
+    lab_critical = (("K", "Potassium", "8.1", "mEq/L", "3.5-5.8", "HH"),)  # the lab's flag
+    harness.send(
+        vet_oru("L2", accession="NOBODY-2", species="", patient="Tom", results=lab_critical)
+    )
+    [alert] = _alerts(harness)
+    assert alert.patient_label is not None
+    assert alert.patient_label.startswith("unmatched patient: Tom")
+    vet = bearer(issue(harness.db, Role.VETERINARIAN, "Dr Okafor"))
+    acked = harness.client.post(f"/api/v1/alerts/{alert.id}/acknowledge", json={}, headers=vet)
+    assert acked.status_code == 200
+
+    patient = uuid.uuid4()
+    order_id = harness.order("CLINIC-2", patient_id=patient, species="feline", patient_name="Tom")
+    [report] = harness.reports()
+    response = harness.client.post(
+        f"/api/v1/unmatched/{report.id}/resolve",
+        json={"action": "attach", "order_id": str(order_id)},
+        headers=bearer(harness.token),
+    )
+    assert response.status_code == 200, response.text
+    [after] = _alerts(harness)
+    assert after.id == alert.id
+    assert after.state.value == "acknowledged"
+    assert after.patient_id == patient
+    assert after.patient_label == "Tom (feline), owner Smith"
+    assert "unmatched" not in after.summary
+    assert after.summary.endswith("Tom (feline), owner Smith")
+    [report] = harness.reports()
+    assert report.species == "feline"
+    assert harness.results(report.id)["K"].reference_interval_id is not None
+
+
 def test_r38_a_critical_value_on_an_unmatched_report_alerts_labelled_unmatched(
     harness: Harness,
 ) -> None:

@@ -473,8 +473,22 @@ class MessageProcessor:
             # several orders for one animal, and a report waiting for the second must not go to
             # the first by the animal's PMS id before the second exists.
             for row in placed:
-                rematch_for_order(session, row, window=self._window, now=now)
+                self._rematch(session, row, now)
         return outcomes, [order.id for order in placed]
+
+    def _rematch(self, session: Session, order: DiagnosticOrder, now: datetime) -> None:
+        """``rematch_for_order`` with this processor's settings and the tables cached when the
+        batch was mapped (never a catalogue re-read while a write transaction holds its lock)."""
+        tables = self._tables
+        rematch_for_order(
+            session,
+            order,
+            window=self._window,
+            now=now,
+            alert_merge=self._alert_merge,
+            default_clinic_id=tables.default_clinic_id if tables is not None else None,
+            intervals=tables.intervals if tables is not None else None,
+        )
 
     def _match_again_for_batch_orders(
         self, order_ids: list[uuid.UUID], outcomes: dict[int, Outcome]
@@ -490,7 +504,7 @@ class MessageProcessor:
             for order_id in order_ids:
                 order = session.get(DiagnosticOrder, order_id)
                 if order is not None:
-                    rematch_for_order(session, order, window=self._window, now=now)
+                    self._rematch(session, order, now)
             settled = session.scalars(
                 sa.select(_M.c.id).where(
                     _M.c.id.in_(waiting), _M.c.status == MessageStatus.PROCESSED

@@ -18,48 +18,36 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
-from vetgateway.model import Coded, OrderRef, PatientRef, Report
+from vetgateway.pipeline.interpret import IntervalTable
+from vetgateway.pipeline.late_match import read_again_after_match
 from vetgateway.pipeline.matching import decide_match
 from vetgateway.store.audit import audit
+from vetgateway.store.intervals import interval_table
 from vetgateway.store.models import DiagnosticOrder, DiagnosticReport
 from vetgateway.store.models.reports import MatchStatus
 from vetgateway.store.orders import candidate_orders
-from vetgateway.store.reports import apply_match
+from vetgateway.store.reports import apply_match, report_clues
 from vetgateway.store.results import settle_message
 
 __all__ = ["rematch_for_order"]
 
+DEFAULT_ALERT_MERGE = timedelta(hours=1)  # Settings.alert_merge_minutes' default
 _WAITING_AT_MOST = 200  # reports re-examined per order: a bound, not a business rule
 
 
-def _as_report(row: DiagnosticReport) -> Report:
-    """The matching clues a stored report kept (``PatientIdentifiers``) as a canonical report."""
-    return Report(
-        order=OrderRef(
-            placer=row.placer_number, filler=row.filler_number, accession=row.accession_number
-        ),
-        patient=PatientRef(
-            pms_id=row.patient_pms_id,
-            microchip=row.patient_microchip,
-            name=row.patient_name,
-            owner_surname=row.owner_surname,
-            species=Coded(None, row.species, None) if row.species else None,
-            sex=row.sex,
-            birth_date=row.birth_date,
-        ),
-        service_code=row.service_code,
-        service_text=row.service_name,
-        status=row.status,
-        status_code=None,
-        observed_at=row.observed_at,
-        reported_at=row.reported_at,
-    )
-
-
 def rematch_for_order(
-    session: Session, order: DiagnosticOrder, *, window: timedelta, now: datetime
+    session: Session,
+    order: DiagnosticOrder,
+    *,
+    window: timedelta,
+    now: datetime,
+    alert_merge: timedelta = DEFAULT_ALERT_MERGE,
+    default_clinic_id: uuid.UUID | None = None,
+    intervals: IntervalTable | None = None,
 ) -> list[uuid.UUID]:
-    """Match again the waiting reports this order might belong to; the ids now matched."""
+    """Match again the waiting reports this order might belong to; the ids now matched. Each
+    one matched is read again with what its order knows (``late_match``): a critical value it
+    hid for want of a species opens its alert now."""
     numbers = [n for n in (order.accession_number, order.placer_number, order.filler_number) if n]
     clues: list[sa.ColumnElement[bool]] = []
     if numbers:
@@ -88,7 +76,7 @@ def rematch_for_order(
     ).all()
     matched = []
     for row in waiting:
-        report = _as_report(row)
+        report = report_clues(row)
         observed_at = row.observed_at or row.created_at
         candidates = candidate_orders(
             session, report, row.species, observed_at=observed_at, window=window
@@ -109,5 +97,14 @@ def rematch_for_order(
         )
         if row.inbound_message_id is not None:
             settle_message(session, row.inbound_message_id)
+        intervals = intervals or interval_table(session)
+        read_again_after_match(
+            session,
+            row.id,
+            now=now,
+            merge_window=alert_merge,
+            default_clinic_id=default_clinic_id,
+            intervals=intervals,
+        )
         matched.append(row.id)
     return matched

@@ -23,12 +23,21 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from vetgateway.model import Observation, Report, ReportStatus, ResultStatus
+from vetgateway.model import (
+    Coded,
+    Comparator,
+    Observation,
+    OrderRef,
+    PatientRef,
+    Report,
+    ReportStatus,
+    ResultStatus,
+)
 from vetgateway.pipeline.interpret import Reading
 from vetgateway.pipeline.mapping import MappedObservation
 from vetgateway.pipeline.matching import MatchDecision, normalise_microchip
@@ -49,9 +58,11 @@ __all__ = [
     "apply_match",
     "existing_keys",
     "insert_new_reports",
+    "report_clues",
     "report_key",
     "result_ids",
     "save_report",
+    "stored_observation",
 ]
 
 _R = cast(sa.Table, DiagnosticReport.__table__)
@@ -312,6 +323,57 @@ def existing_keys(session: Session, keys: Collection[str]) -> set[str]:
 
 def _sha256(data: bytes | None) -> str:
     return hashlib.sha256(data or b"").hexdigest()
+
+
+def report_clues(row: DiagnosticReport) -> Report:
+    """The matching clues a stored report kept (``PatientIdentifiers``) as a canonical report."""
+    return Report(
+        order=OrderRef(
+            placer=row.placer_number, filler=row.filler_number, accession=row.accession_number
+        ),
+        patient=PatientRef(
+            pms_id=row.patient_pms_id,
+            microchip=row.patient_microchip,
+            name=row.patient_name,
+            owner_surname=row.owner_surname,
+            species=Coded(None, row.species, None) if row.species else None,
+            sex=row.sex,
+            birth_date=row.birth_date,
+        ),
+        service_code=row.service_code,
+        service_text=row.service_name,
+        status=row.status,
+        status_code=None,
+        observed_at=row.observed_at,
+        reported_at=row.reported_at,
+    )
+
+
+_COMPARATORS: dict[str, Comparator] = {c: c for c in get_args(Comparator)}
+
+
+def stored_observation(row: LabResult) -> Observation:
+    """A stored result as the observation it was written from (``_result_row``'s inverse, as
+    far as interpretation needs it): the lab's code, value, unit, range and flags as sent."""
+    return Observation(
+        set_id=row.set_id,
+        sub_id=row.sub_id,
+        value_type=row.value_type or "",
+        code=row.source_code,
+        code_text=row.source_name,
+        coding_system=None,
+        value_text=row.value_text or "",
+        value_numeric=row.value_numeric if row.unit == row.source_unit else None,
+        comparator=_COMPARATORS.get(row.comparator or ""),
+        unit=row.source_unit,
+        reference_range=row.reference_range,
+        range_low=row.lab_low,
+        range_high=row.lab_high,
+        abnormal_flags=tuple(row.lab_flags.split("~")) if row.lab_flags else (),
+        status=row.status,
+        observed_at=row.observed_at,
+        comments=tuple(row.comments.split("\n")) if row.comments else (),
+    )
 
 
 def apply_match(

@@ -186,8 +186,14 @@ def post_order(
             )
         row, created = order_store.upsert_order(session, order, actor=caller.actor)
         # Results that came first wait in the unmatched queue; this order may be theirs.
+        default_clinic = clinic_by_code(session, settings.default_clinic)
         rematch_for_order(
-            session, row, window=timedelta(days=settings.match_window_days), now=utcnow()
+            session,
+            row,
+            window=timedelta(days=settings.match_window_days),
+            now=utcnow(),
+            alert_merge=timedelta(minutes=settings.alert_merge_minutes),
+            default_clinic_id=default_clinic.id if default_clinic is not None else None,
         )
         saved = OrderSaved(id=row.id, created=created)
     if not created:

@@ -12,24 +12,29 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
 from vetgateway.api.auth import Principal, require_role
-from vetgateway.api.deps import get_database
+from vetgateway.api.deps import get_database, get_settings
 from vetgateway.api.v1.results import ReportHeader
+from vetgateway.config import Settings
+from vetgateway.pipeline.late_match import read_again_after_match
 from vetgateway.store import results as result_store
+from vetgateway.store.clinics import clinic_by_code
 from vetgateway.store.db import Database
 from vetgateway.store.models import Role
+from vetgateway.store.models.base import utcnow
 from vetgateway.store.models.reports import MatchStatus
 
 router = APIRouter(prefix="/unmatched", tags=["unmatched"])
 
 Technician = Annotated[Principal, Depends(require_role(Role.TECHNICIAN))]
 Db = Annotated[Database, Depends(get_database)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
 
 
 class UnmatchedReport(ReportHeader):
@@ -69,7 +74,11 @@ def list_unmatched(
 
 
 @router.post("/{report_id}/resolve", summary="Attach an unmatched report, or reject it")
-def resolve(report_id: uuid.UUID, body: Resolve, tech: Technician, db: Db) -> Resolved:
+def resolve(
+    report_id: uuid.UUID, body: Resolve, tech: Technician, db: Db, settings: AppSettings
+) -> Resolved:
+    """An attached report is read again with what its order knows (``pipeline.late_match``):
+    species, clinic, and the alerts of its critical values, now for the animal it belongs to."""
     with db.session() as session:
         outcome = result_store.resolve_unmatched(
             session,
@@ -84,6 +93,15 @@ def resolve(report_id: uuid.UUID, body: Resolve, tech: Technician, db: Db) -> Re
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no report {report_id}")
         if outcome.refused is not None:
             raise HTTPException(status.HTTP_409_CONFLICT, outcome.refused)
+        if outcome.match_status is MatchStatus.MATCHED:
+            default_clinic = clinic_by_code(session, settings.default_clinic)
+            read_again_after_match(
+                session,
+                report_id,
+                now=utcnow(),
+                merge_window=timedelta(minutes=settings.alert_merge_minutes),
+                default_clinic_id=default_clinic.id if default_clinic is not None else None,
+            )
     return Resolved(id=outcome.report_id, match_status=outcome.match_status)
 
 
