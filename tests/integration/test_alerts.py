@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from tests.integration.api_support import TestClient, bearer, build_app, issue
 from vetgateway.ack_links import make_token, signing_key
 from vetgateway.model import CriticalFinding, ReportStatus, ResultStatus
 from vetgateway.store import alerts as alert_store
+from vetgateway.store.alerts import summary_text
 from vetgateway.store.db import Database
 from vetgateway.store.models import (
     AcknowledgementVia,
@@ -38,6 +40,36 @@ from vetgateway.store.models import (
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=60)
 PATIENT = uuid.UUID(int=77)
+
+
+@pytest.mark.parametrize(
+    ("limit", "shown"),
+    [
+        (Decimal("7.5000000000"), "7.5"),
+        (Decimal("100.0000000000"), "100"),
+        (Decimal("0.05"), "0.05"),
+    ],
+)
+def test_a_limit_is_shown_as_a_person_writes_it(limit: Decimal, shown: str) -> None:
+    """Limits come back from a NUMERIC column with all its decimals; a page shows 7.5."""
+    finding = CriticalFinding(
+        report_id=uuid.uuid4(),
+        result_id=1,
+        test_id=None,
+        test_code="K",
+        test_name="Potassium",
+        value_text="8.9",
+        value=Decimal("8.9"),
+        unit="mmol/L",
+        flag="critical_high",
+        limit=limit,
+        patient_id=None,
+        patient_label="Rex (canine), owner Green",
+        matched=True,
+    )
+    assert summary_text(finding) == (
+        f"CRITICAL K 8.9 mmol/L (critical high >= {shown}) — Rex (canine), owner Green"
+    )
 
 
 def seed_finding(db: Database, value: str = "7.8", *, with_test: bool = True) -> CriticalFinding:

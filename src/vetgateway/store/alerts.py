@@ -69,13 +69,19 @@ ENTITY = "alert"
 CANCELLED = "cancelled: alert acknowledged"
 
 
+def _plain(number: Decimal) -> str:
+    """A limit as a person writes it: 7.5, not the column's 7.5000000000 (nor 1E+2 for 100)."""
+    return format(number.normalize(), "f") if number.is_finite() else str(number)
+
+
 def summary_text(finding: CriticalFinding) -> str:
     """E.g. "CRITICAL K 7.8 mmol/L (critical high >= 6.5) — Rex (canine), Smith"."""
     value = finding.value_text if finding.unit is None else f"{finding.value_text} {finding.unit}"
+    limit = None if finding.limit is None else _plain(finding.limit)
     if finding.flag == "critical_low":
-        bound = "critical low" if finding.limit is None else f"critical low <= {finding.limit}"
+        bound = "critical low" if limit is None else f"critical low <= {limit}"
     elif finding.flag == "critical_high":
-        bound = "critical high" if finding.limit is None else f"critical high >= {finding.limit}"
+        bound = "critical high" if limit is None else f"critical high >= {limit}"
     else:
         bound = finding.flag.replace("_", " ")
     return f"CRITICAL {finding.test_code} {value} ({bound}) — {finding.patient_label}"
