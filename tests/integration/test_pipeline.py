@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from vetgateway.config import Settings
 from vetgateway.model import Sex
 from vetgateway.pipeline.parse.orm import OrderIn
 from vetgateway.pipeline.process import Outcome
+from vetgateway.pipeline.rematch import rematch_for_order
 from vetgateway.pipeline.runtime import Pipeline
 from vetgateway.store.catalogue import load_catalogue
 from vetgateway.store.db import Database
@@ -726,6 +727,28 @@ def test_an_order_arriving_after_its_results_has_them_read_again_and_paged(
             sa.select(AuditEntry).where(AuditEntry.action == "report.read_again_on_match")
         ).all()
     assert entry.details["critical"] == 1
+
+
+def test_an_order_for_the_same_names_is_offered_to_the_person_working_the_queue(
+    harness: Harness,
+) -> None:
+    """No number or identifier in common: the names only propose. But once such an order
+    exists, the waiting report lists it as a candidate instead of "no candidates"."""
+    harness.send(vet_oru("N1", accession="LAB-5", pms_id="", patient="Tigger"))  # no PMS id
+    [waiting] = harness.get("/api/v1/unmatched")["items"]
+    assert waiting["match_candidates"] is None
+
+    order_id = harness.order(
+        "CLINIC-5", patient_pms_id="PMS-99", patient_name=" tigger ", owner_surname="SMITH"
+    )
+    with harness.db.session() as session:
+        order = session.get(DiagnosticOrder, order_id)
+        assert order is not None
+        assert rematch_for_order(session, order, window=timedelta(days=30), now=ORDERED_AT) == []
+    [still] = harness.get("/api/v1/unmatched")["items"]
+    assert [c["order_id"] for c in still["match_candidates"]] == [str(order_id)]
+    [report] = harness.reports()
+    assert report.match_status is MatchStatus.UNMATCHED  # proposed, never attached
 
 
 def test_an_hl7_order_after_unreadable_results_has_them_read_again(harness: Harness) -> None:

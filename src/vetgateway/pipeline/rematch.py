@@ -3,9 +3,10 @@
 In-house analyzers often run a sample before the practice-management system has sent the order,
 and a reference lab's report can overtake an order sent late. Such a report waits in the
 unmatched queue; when an order is stored (``POST /api/v1/orders`` or HL7 ORM/OML) the unmatched
-reports that carry one of its numbers, or its patient's PMS id or microchip, are put through the
-same matching rules again. What the rules now attach leaves the queue, audited as
-``report.matched_on_order``; the rest stays for a human, with fresh candidates.
+reports that carry one of its numbers, its patient's PMS id or microchip, or its animal's and
+owner's names, are put through the same matching rules again. What the rules now attach leaves
+the queue, audited as ``report.matched_on_order`` and read again with what the order knows
+(``late_match``); the rest stays for a human, with fresh candidates (the names only ever propose).
 
 Runs inside the caller's transaction (the order's), like every store function.
 """
@@ -16,7 +17,7 @@ import uuid
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from vetgateway.pipeline.interpret import IntervalTable
 from vetgateway.pipeline.late_match import read_again_after_match
@@ -33,6 +34,11 @@ __all__ = ["rematch_for_order"]
 
 DEFAULT_ALERT_MERGE = timedelta(hours=1)  # Settings.alert_merge_minutes' default
 _WAITING_AT_MOST = 200  # reports re-examined per order: a bound, not a business rule
+
+
+def _folded(column: InstrumentedAttribute[str | None]) -> sa.ColumnElement[str]:
+    """Trimmed and lower-case, as ``candidate_orders`` compares names."""
+    return sa.func.lower(sa.func.trim(column))
 
 
 def rematch_for_order(
@@ -60,6 +66,15 @@ def rematch_for_order(
         clues.append(DiagnosticReport.patient_pms_id == order.patient_pms_id)
     if order.patient_microchip:
         clues.append(DiagnosticReport.patient_microchip == order.patient_microchip)
+    if order.patient_name and order.owner_surname:
+        # The last rule only proposes, but the person working the queue should see the
+        # order as a candidate once it exists.
+        clues.append(
+            sa.and_(
+                _folded(DiagnosticReport.patient_name) == order.patient_name.strip().lower(),
+                _folded(DiagnosticReport.owner_surname) == order.owner_surname.strip().lower(),
+            )
+        )
     if not clues:
         return []
     newer = aliased(DiagnosticReport)
@@ -85,6 +100,8 @@ def rematch_for_order(
             report, row.species, candidates, observed_at=observed_at, window=window
         )
         if not decision.matched:
+            if decision.candidates:  # fresh candidates and reason for the person deciding
+                apply_match(session, row.id, decision, now=now)
             continue
         apply_match(session, row.id, decision, now=now)
         audit(
