@@ -8,6 +8,7 @@ processing of a message delivered twice.
 
 from __future__ import annotations
 
+import base64
 import threading
 import uuid
 from collections.abc import Iterator
@@ -178,6 +179,34 @@ def test_a_report_matched_by_placer_number_is_served_under_the_orders_accession(
     assert [i["id"] for i in by_order] == [i["id"] for i in by_lab]
     assert {i["order_id"] for i in by_order} == {str(order_id)}
     assert harness.get("/api/v1/results", accession="PL-77")["items"] == []
+
+
+def test_an_embedded_pdf_is_stored_once_as_an_attachment_and_named_in_the_results(
+    harness: Harness,
+) -> None:
+    """OBX ED with a base64 PDF: the bytes are served from the report's attachment; the result
+    names it instead of carrying the base64 text into every results poll."""
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
+    ed = f"OBX|21|ED|PDF^Report||^application^pdf^Base64^{base64.b64encode(pdf).decode()}||||||F"
+    harness.order("ED-1")
+    harness.send(vet_oru("ED1", accession="ED-1") + ed.encode() + b"\r")
+    [report] = harness.reports()
+    detail = harness.get(f"/api/v1/reports/{report.id}")
+    [attachment] = detail["attachments"]
+    assert (attachment["content_type"], attachment["size"]) == ("application/pdf", len(pdf))
+    served = harness.client.get(attachment["url"], headers=bearer(harness.token))
+    assert served.status_code == 200
+    assert served.content == pdf
+    assert served.headers["content-type"] == "application/pdf"
+    [named] = [
+        r
+        for r in harness.get("/api/v1/results", accession="ED-1")["items"]
+        if r["source_code"] == "PDF"
+    ]
+    assert named["value_type"] == "ED"
+    assert named["value"].startswith(f"[application/pdf, {len(pdf):,} bytes, sha256 ")
+    assert len(named["value"]) < 120
+    assert harness.results(report.id)["GLUC"].value_text == "97"  # other values as sent
 
 
 def test_processing_twice_writes_once(harness: Harness) -> None:

@@ -144,6 +144,21 @@ def _joined(texts: Sequence[str]) -> str | None:
     return "\n".join(texts) if texts else None
 
 
+def _value_text(obs: Observation) -> str:
+    """The value as sent, but an embedded document (ED: a PDF report, often megabytes of base64)
+    is named, not copied: its bytes are stored once, as the report's attachment, and every PMS
+    poll of ``GET /api/v1/results`` would otherwise carry them again. The raw message keeps the
+    text as sent."""
+    attached = obs.attachment
+    if attached is None or attached.data is None:
+        return obs.value_text
+    kind = attached.media_type or "application/octet-stream"
+    return (
+        f"[{kind}, {len(attached.data):,} bytes, sha256 {_sha256(attached.data)[:16]}:"
+        " one of the report's attachments]"
+    )
+
+
 def _result_row(
     m: MappedObservation,
     reading: Reading | None,
@@ -158,7 +173,7 @@ def _result_row(
         "source_code": _clip(obs.code, 64),
         "source_name": _clip(obs.code_text, 200),
         "value_numeric": m.value_numeric,
-        "value_text": obs.value_text,
+        "value_text": _value_text(obs),
         "comparator": obs.comparator,
         "unit": _clip(m.unit, 32),
         "source_unit": _clip(obs.unit, 32),
