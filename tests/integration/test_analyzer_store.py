@@ -196,6 +196,55 @@ def test_gateways_syncing_one_config_at_once_create_each_device_once(db: Databas
         insert_another()
 
 
+def test_replaying_a_message_from_an_unknown_sender_attributes_it_to_the_analyzer_added(
+    db: Database,
+) -> None:
+    """The intake stores an unknown sender id's message quarantined, without a device; the
+    reason says "add it to [[analyzers]] and replay". The replay after that attributes it to the
+    analyzer now configured, so the pipeline reads it with that analyzer's driver, code map and
+    clinic, and files the report under it."""
+    from vetgateway.pipeline.process import MessageProcessor
+    from vetgateway.store.messages import replay_message
+
+    raw = (
+        (Path(__file__).parent.parent / "fixtures" / "astm" / "written")
+        .joinpath("chemistry_qc_by_action_code_decimal_comma.astm")
+        .read_bytes()
+        .replace(b"CHEM-ANALYZER", b"CHEM1")
+    )
+    inbox = Inbox(db)
+    try:
+        unknown = MessageMeta(
+            sender="CHEM1",
+            message_type="ASTM",
+            quarantine_reason="unknown analyzer: sender id 'CHEM1' (H-5) is not configured",
+            extra={"sender_id": "CHEM1"},
+        )
+        message_id = int(inbox.accept(raw, "astm", "peer", unknown))
+    finally:
+        inbox.close()
+    views = sync(db, (CHEM,))
+    with db.session() as s:
+        replayed = replay_message(s, message_id, actor="test")
+        assert replayed is not None
+        assert replayed.refused is None
+    [row] = rows(db, m.InboundMessage)
+    assert row.sender == "Chemistry"
+    assert row.meta["device_id"] == str(views["Chemistry"].id)
+    assert row.meta["driver"] == "generic_astm"
+    with db.session(readonly=True) as s:
+        entry = s.scalars(
+            sa.select(m.AuditEntry).where(m.AuditEntry.action == "message.replayed")
+        ).one()
+    assert entry.details["attributed_to_device"] == "Chemistry"
+
+    MessageProcessor(db).process_batch([message_id])
+    reports = rows(db, m.DiagnosticReport)
+    assert reports
+    assert {r.device_id for r in reports} == {views["Chemistry"].id}
+    assert [run.device_id for run in rows(db, m.QcRun)] == [views["Chemistry"].id]
+
+
 def test_last_seen_only_moves_forward(db: Database) -> None:
     views = sync(db, (CHEM, HAEM))
     chem, haem = views["Chemistry"].id, views["Haematology"].id

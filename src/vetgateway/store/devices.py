@@ -25,7 +25,14 @@ from vetgateway.analyzers.config import AnalyzerConfig
 from vetgateway.store.audit import audit
 from vetgateway.store.models import Device, DeviceKind, DeviceProtocol
 
-__all__ = ["DeviceView", "active_devices", "record_last_seen", "sync_devices"]
+__all__ = [
+    "DeviceView",
+    "active_devices",
+    "device_meta",
+    "listener_device",
+    "record_last_seen",
+    "sync_devices",
+]
 
 ENTITY_TYPE = "device"
 
@@ -161,6 +168,30 @@ def active_devices(session: Session) -> list[DeviceView]:
         )
         for d in rows
     ]
+
+
+def listener_device(session: Session, sender_id: str) -> DeviceView | None:
+    """The active analyzer on the shared listener with this sender id (H-5), if configured."""
+    return next(
+        (
+            d
+            for d in active_devices(session)
+            if d.connection == "listener" and d.sender_id == sender_id
+        ),
+        None,
+    )
+
+
+def device_meta(device: DeviceView, sender: str | None) -> dict[str, object]:
+    """What a stored analyzer message's meta says of its device: the pipeline's driver, code
+    map and clinic come from here (``pipeline/parse/results.py``)."""
+    meta: dict[str, object] = {"device_id": str(device.id), "device": device.name}
+    meta["driver"] = device.driver
+    if device.clinic_id is not None:
+        meta["clinic_id"] = str(device.clinic_id)
+    if device.sender_id and sender and sender != device.sender_id:
+        meta["sender_mismatch"] = f"configured {device.sender_id!r}, sent {sender!r}"
+    return meta
 
 
 def record_last_seen(session: Session, seen: Mapping[uuid.UUID, datetime]) -> None:

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, defer
 
 from vetgateway.store.audit import audit
+from vetgateway.store.devices import device_meta, listener_device
 from vetgateway.store.models import AuditEntry, InboundMessage, MessageStatus
 from vetgateway.store.models.base import utcnow
 
@@ -138,6 +139,12 @@ def replay_message(
     if refusal is not None:
         return Replay(message.id, message.status, message.error, refused=refusal)
     now = now or utcnow()
+    details: dict[str, object] = {
+        "previous_status": previous.previous_status.value,
+        "previous_error": previous.previous_error,
+    }
+    if (device := _attribute_to_analyzer(session, message)) is not None:
+        details["attributed_to_device"] = device
     message.status = MessageStatus.RECEIVED
     message.attempts = 0
     message.next_attempt_at = now
@@ -149,13 +156,28 @@ def replay_message(
         action="message.replayed",
         entity_type=ENTITY_TYPE,
         entity_id=str(message.id),
-        details={
-            "previous_status": previous.previous_status.value,
-            "previous_error": previous.previous_error,
-        },
+        details=details,
     )
     session.flush()
     return previous
+
+
+def _attribute_to_analyzer(session: Session, message: InboundMessage) -> str | None:
+    """An ASTM message from a sender id nobody had configured was stored without a device
+    (``adapters/analyzer/intake.py``): the fix is to add the analyzer and replay. Replaying then
+    attributes it to that analyzer, as if it had just arrived: without the device the pipeline
+    would read it with the generic driver and code map, and file it under no clinic. Returns the
+    device's name, or None when there is nothing to attribute."""
+    meta = dict(message.meta or {})
+    sender = meta.get("sender_id")
+    if message.message_type != "ASTM" or "device_id" in meta or not isinstance(sender, str):
+        return None
+    device = listener_device(session, sender)
+    if device is None:
+        return None
+    message.meta = meta | device_meta(device, sender)
+    message.sender = device.name
+    return device.name
 
 
 def replay_refusal(message: InboundMessage) -> str | None:

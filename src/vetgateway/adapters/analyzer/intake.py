@@ -29,7 +29,7 @@ from datetime import datetime
 from vetgateway.adapters.analyzer.runner import Delivery, MessageHandler
 from vetgateway.adapters.astm.header import has_query, read_sender
 from vetgateway.errors import StorageError
-from vetgateway.store.devices import DeviceView
+from vetgateway.store.devices import DeviceView, device_meta
 from vetgateway.store.inbox import Inbox, MessageMeta
 from vetgateway.store.models.base import utcnow
 
@@ -141,11 +141,7 @@ class AnalyzerIntake:
         if sender:
             extra["sender_id"] = sender
         if device is not None:
-            extra |= {"device_id": str(device.id), "device": device.name, "driver": device.driver}
-            if device.clinic_id is not None:
-                extra["clinic_id"] = str(device.clinic_id)
-            if device.sender_id and sender and sender != device.sender_id:
-                extra["sender_mismatch"] = f"configured {device.sender_id!r}, sent {sender!r}"
+            extra |= device_meta(device, sender)
         meta = MessageMeta(
             sender=device.name if device is not None else sender,
             message_type=MESSAGE_TYPE[channel],
