@@ -21,6 +21,7 @@ Runs inside the caller's transaction, like every store function.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime, timedelta
 
@@ -28,8 +29,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from vetgateway.model import CriticalFinding, ResultStatus
-from vetgateway.pipeline.alerting import CRITICAL, patient_label
-from vetgateway.pipeline.interpret import IntervalTable, age_in_days, interpret
+from vetgateway.pipeline.alerting import critical_findings, patient_label
+from vetgateway.pipeline.interpret import IntervalTable, Reading, age_in_days, interpret
 from vetgateway.pipeline.mapping import MappedObservation
 from vetgateway.pipeline.matching import OrderedAnimal
 from vetgateway.store.alerts import ENTITY as ALERT_ENTITY
@@ -88,7 +89,7 @@ def read_again_after_match(
     ).all()
     tests = _tests(session, {row.test_id for row in rows if row.test_id is not None})
     birth_date = report.birth_date or animal.birth_date
-    findings: list[CriticalFinding] = []
+    pairs: list[tuple[MappedObservation, Reading | None]] = []
     for row in rows:
         mapped = _mapped(row, tests)
         reading = interpret(
@@ -105,25 +106,17 @@ def read_again_after_match(
         row.reference_interval_id = reading.interval_id
         row.interpretation_note = reading.note[:255] if reading.note else None
         row.updated_at = now
-        if reading.interpretation in CRITICAL:
-            findings.append(
-                CriticalFinding(
-                    report_id=report.id,
-                    result_id=row.id,
-                    test_id=mapped.test_id,
-                    test_code=mapped.test_code or row.source_code,
-                    test_name=mapped.test_name or row.source_name,
-                    value_text=row.value_text,
-                    value=mapped.value_numeric,
-                    unit=mapped.unit,
-                    flag=reading.interpretation,
-                    limit=reading.critical_limit,
-                    patient_id=report.patient_id,
-                    patient_label=label,
-                    matched=True,
-                    clinic_id=report.clinic_id,
-                )
-            )
+        pairs.append((mapped, reading))
+    found = critical_findings(
+        clues,
+        pairs,
+        report_id=report.id,
+        species=report.species,
+        matched=True,
+        patient_id=report.patient_id,
+        result_ids={(row.source_code, row.sub_id): row.id for row in rows},
+    )
+    findings = [dataclasses.replace(f, clinic_id=report.clinic_id) for f in found]
     alerted = _relabel_alerts(session, report, label, findings, now)
     for finding in findings:
         if finding.result_id not in alerted:

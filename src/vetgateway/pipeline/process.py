@@ -175,17 +175,6 @@ def _numbered(candidate: OrderCandidate, report: Report) -> bool:
     )
 
 
-def _fills_a_gap(item: ReportInput, animal: OrderedAnimal) -> bool:
-    """Whether the order knows something of the animal that the report's sender left out."""
-    patient = item.report.patient
-    return bool(
-        (item.species is None and animal.species)
-        or (patient.sex is None and animal.sex)
-        or (patient.breed is None and animal.breed)
-        or (patient.birth_date is None and animal.birth_date)
-    )
-
-
 class MessageProcessor:
     """Runs the stages for batches of message ids. Thread-safe; one per worker process.
 
@@ -260,7 +249,7 @@ class MessageProcessor:
         if prepared:
             with self._db.session(readonly=True) as session:
                 plan = self._match_new_reports(session, prepared)
-            prepared = self._with_order_details(prepared, plan)
+            prepared = self._read(prepared, plan)
             step = self._write_chunk
             placed: list[uuid.UUID] = []
             for start in range(0, len(prepared), step):
@@ -308,7 +297,7 @@ class MessageProcessor:
                 device_id=parsed.device_id,
                 clinic_id=parsed.clinic_id,
             )
-            reports.append(self._interpreted(item, received_at))
+            reports.append(item)  # read in ``_read``, once its order is known
         qc_runs = tuple(
             QcInput(run, map_observations(run.observations, parsed.source, maps))
             for run in parsed.qc_runs
@@ -348,40 +337,36 @@ class MessageProcessor:
         )
         return dataclasses.replace(item, readings=readings)
 
-    def _with_order_details(self, prepared: list[_Prepared], plan: _Plan) -> list[_Prepared]:
-        """Reports that learnt from the order they matched what their sender left out:
+    def _read(self, prepared: list[_Prepared], plan: _Plan) -> list[_Prepared]:
+        """Each report read once, after matching, with what its order knows that its sender
+        left out (the order it matched, or, for a resend, the one it is attached to):
 
         - the clinic (a reference lab's report names none; its order does): recorded on the
-          report and its alerts (that clinic's rota is paged), and the results are read again
-          when that clinic has intervals of its own;
+          report and its alerts (that clinic's rota is paged), and whose intervals apply;
         - the animal: many labs send no species (or sex, breed, birth date), and without a
           species no result can be read against an interval, so a critical value would page
-          nobody. The order's species becomes the report's, and the results are read again
-          with the order's animal filling the gaps. What the lab did send is never overridden
-          (matching refuses an order whose species or birth date differs)."""
-        overridden = self.tables().intervals.clinic_ids
+          nobody. The order's species becomes the report's, and its animal fills the gaps.
+          What the lab did send is never overridden (matching refuses an order whose species
+          or birth date differs)."""
         updated = []
         for p in prepared:
             reports = list(p.reports)
             for n, item in enumerate(reports):
                 decision = plan.decisions.get((p.message_id, n))
                 attached = plan.attached.get(item.key) if item.key is not None else None
+                animal: OrderedAnimal | None = None
                 if decision is not None and decision.matched:
                     clinic_id, animal = decision.clinic_id, decision.animal
                 elif decision is None and attached is not None:  # a resend
                     clinic_id, animal = attached.clinic_id, attached.animal
                 else:
-                    continue
-                again = False
-                if item.clinic_id is None and clinic_id is not None:
-                    item = dataclasses.replace(item, clinic_id=clinic_id)
-                    again = clinic_id in overridden
-                if animal is not None and _fills_a_gap(item, animal):
-                    item = dataclasses.replace(item, species=item.species or animal.species)
-                    again = True
-                if again:
-                    item = self._interpreted(item, p.received_at, animal)
-                reports[n] = item
+                    clinic_id = None
+                item = dataclasses.replace(
+                    item,
+                    clinic_id=item.clinic_id or clinic_id,
+                    species=item.species or (animal.species if animal is not None else None),
+                )
+                reports[n] = self._interpreted(item, p.received_at, animal)
             updated.append(dataclasses.replace(p, reports=tuple(reports)))
         return updated
 
