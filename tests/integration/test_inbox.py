@@ -727,3 +727,133 @@ def test_r03_after_a_restart_the_next_message_is_stored_on_first_try(
         stored = _stored(db)
         db.dispose()
     assert stored == [b"H|before", b"H|after"]
+
+
+# -- commit delay: rows that can wait share a commit while the inbox is busy ---------------------
+
+NEVER = 600.0  # a commit delay no test waits out: each ends it another way or fails its deadline
+
+
+def _delayed(inbox: Inbox, raw: bytes) -> Any:
+    import asyncio
+
+    return asyncio.ensure_future(inbox.receive_async(raw, "astm", "p", commit_delay=NEVER))
+
+
+def test_a_lone_message_is_committed_at_once_whatever_its_delay(db: Database) -> None:
+    import asyncio
+
+    batches: list[int] = []
+    inbox = Inbox(db, on_commit=batches.append)
+
+    async def main() -> Receipt:
+        return await asyncio.wait_for(_delayed(inbox, b"lone"), 30)
+
+    receipt = asyncio.run(main())
+    inbox.close()
+    assert batches == [1]
+    assert load(db, receipt.message_id).raw == b"lone"
+
+
+def test_while_busy_delayed_rows_wait_together_until_a_caller_that_cannot_wait(
+    db: Database,
+) -> None:
+    import asyncio
+
+    batches: list[int] = []
+    inbox = Inbox(db, on_commit=batches.append)
+
+    async def main() -> list[Receipt]:
+        first = await asyncio.wait_for(_delayed(inbox, b"first"), 30)  # alone: at once
+        waiting = [_delayed(inbox, f"delayed {n}".encode()) for n in range(3)]
+        await asyncio.sleep(0)  # one turn of the loop: each has queued its row
+        # Busy now (a row came moments ago): one committer holds its slot, waiting for company.
+        assert inbox._delaying
+        assert len(inbox._queue) == 3
+        hurried = await asyncio.wait_for(inbox.receive_async(b"now", "mllp", "p"), 30)
+        rest = await asyncio.wait_for(asyncio.gather(*waiting), 30)
+        return [first, *rest, hurried]
+
+    receipts = asyncio.run(main())
+    inbox.close()
+    assert batches == [1, 4]  # the three delayed rows and the hurried one: one commit
+    assert [load(db, r.message_id).raw for r in receipts] == [
+        b"first", b"delayed 0", b"delayed 1", b"delayed 2", b"now"
+    ]  # fmt: skip
+    assert inbox._leaders == 0
+    assert not inbox._delaying
+
+
+def test_a_delayed_batch_commits_once_it_has_enough_company(db: Database) -> None:
+    import asyncio
+
+    batches: list[int] = []
+    inbox = Inbox(db, on_commit=batches.append)
+
+    async def main() -> None:
+        await asyncio.wait_for(_delayed(inbox, b"first"), 30)
+        waiting = [_delayed(inbox, f"d{n}".encode()) for n in range(inbox_module.ENOUGH_COMPANY)]
+        await asyncio.wait_for(asyncio.gather(*waiting), 30)
+
+    asyncio.run(main())
+    inbox.close()
+    assert batches == [1, inbox_module.ENOUGH_COMPANY]
+
+
+def test_a_thread_caller_ends_the_delay_and_every_row_is_stored(db: Database) -> None:
+    import asyncio
+
+    inbox = Inbox(db)
+
+    async def main() -> list[int]:
+        await asyncio.wait_for(_delayed(inbox, b"first"), 30)
+        waiting = [_delayed(inbox, f"d{n}".encode()) for n in range(2)]
+        await asyncio.sleep(0)
+        assert inbox._delaying
+        from_thread = await asyncio.wait_for(
+            asyncio.to_thread(inbox.accept, b"file", "file", "p"), 30
+        )
+        delayed = await asyncio.wait_for(asyncio.gather(*waiting), 30)
+        return [from_thread, *(r.message_id for r in delayed)]
+
+    ids = asyncio.run(main())
+    inbox.close()
+    assert [load(db, i).raw for i in ids] == [b"file", b"d0", b"d1"]
+    assert inbox._leaders == 0
+
+
+def test_a_delay_nobody_ends_runs_its_course(db: Database) -> None:
+    import asyncio
+    import time
+
+    batches: list[int] = []
+    inbox = Inbox(db, on_commit=batches.append)
+    delay = 0.2
+
+    async def main() -> float:
+        await inbox.receive_async(b"first", "astm", "p", commit_delay=delay)
+        began = time.monotonic()
+        await asyncio.wait_for(inbox.receive_async(b"second", "astm", "p", commit_delay=delay), 30)
+        return time.monotonic() - began
+
+    waited = asyncio.run(main())
+    inbox.close()
+    assert batches == [1, 1]
+    assert waited >= delay  # it did wait (a lower bound: no race to win)
+
+
+def test_closing_the_inbox_commits_a_delayed_batch(db: Database) -> None:
+    import asyncio
+
+    inbox = Inbox(db)
+
+    async def main() -> Receipt:
+        await asyncio.wait_for(_delayed(inbox, b"first"), 30)
+        waiting = _delayed(inbox, b"at shutdown")
+        await asyncio.sleep(0)
+        assert inbox._delaying
+        await asyncio.wait_for(asyncio.to_thread(inbox.close), 30)
+        return await asyncio.wait_for(waiting, 30)
+
+    receipt = asyncio.run(main())
+    assert load(db, receipt.message_id).raw == b"at shutdown"

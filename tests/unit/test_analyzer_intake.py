@@ -30,10 +30,18 @@ class RecordingInbox:
     def __init__(self, failures: int = 0) -> None:
         self.stored: list[tuple[bytes, str, str, MessageMeta]] = []
         self.failures = failures
+        self.delays: list[float] = []  # what each message offered to wait for a shared commit
 
     async def receive_async(
-        self, raw: bytes, channel: str, peer: str, meta: MessageMeta | None = None
+        self,
+        raw: bytes,
+        channel: str,
+        peer: str,
+        meta: MessageMeta | None = None,
+        *,
+        commit_delay: float = 0.0,
     ) -> Receipt:
+        self.delays.append(commit_delay)
         if self.failures:
             self.failures -= 1
             raise StorageUnavailable("database down")
@@ -71,6 +79,10 @@ def test_listener_stores_a_known_sender_for_its_device_and_notes_it_seen() -> No
     assert meta.extra["driver"] == "generic_astm"
     assert intake.take_seen() == {device.id: NOW}
     assert intake.take_seen() == {}
+    # An analyzer has waited longer than this for its message to cross the line: it may share
+    # a commit with other analyzers' messages while the inbox is busy.
+    assert inbox.delays == [intake_module.COMMIT_DELAY]
+    assert 0 < intake_module.COMMIT_DELAY <= 0.05
 
 
 def test_listener_stores_an_unknown_sender_quarantined_with_a_reason() -> None:

@@ -33,6 +33,7 @@ from vetgateway.adapters.astm.e1381_frames import (
     checksum,
     parse_frame,
     split_message,
+    whole_good_frame,
 )
 from vetgateway.adapters.astm.e1381_sender import (
     Contention,
@@ -637,3 +638,66 @@ def test_no_message_holds_a_frame_with_a_bad_checksum(
 ) -> None:
     events = feed_and_store(Receiver(message_end=message_end), tokens)
     assert all(b"BAD" not in text for text in received(events))
+
+
+# --- the whole-frame fast path ---------------------------------------------------------------
+
+
+def _summed(data: bytes) -> bytes:
+    """``data`` with its checksum made right for whatever lies between STX and C1."""
+    body = data[1:-4]
+    return data[:-4] + f"{sum(body) % 256:02X}".encode() + data[-2:]
+
+
+def _variants(frame: bytes) -> list[bytes]:
+    """A frame and its near misses: cut, extended, lower-case checksum, and one byte changed,
+    each change also with the checksum made right for it (a well-summed bad frame)."""
+    lower = frame[:-4] + frame[-4:-2].lower() + frame[-2:]
+    out = [frame, lower, frame[:-1], frame[1:], frame + b"\x02", b"x" + frame]
+    for at in range(len(frame)):
+        for byte in (0x00, 0x02, 0x03, 0x04, 0x0A, 0x10, 0x17, 0x2F, 0x38, frame[at] ^ 0x01):
+            changed = frame[:at] + bytes((byte,)) + frame[at + 1 :]
+            out += [changed, _summed(changed)]
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 7), _TEXT, st.booleans())
+def test_whole_good_frame_decides_as_parse_frame_does(
+    number: int, text: bytes, final: bool
+) -> None:
+    frame = ref_frame(number, text + b"\r", final=final)
+    assert whole_good_frame(frame) == FrameOk(number, text + b"\r", final)
+    for data in _variants(frame):
+        fast = whole_good_frame(data)
+        if fast is not None:  # only ever what parse_frame says of the whole read
+            assert parse_frame(data) == (fast, len(data))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_whole_good_frame_accepts_no_bytes_parse_frame_would_not(data: bytes) -> None:
+    fast = whole_good_frame(data)
+    assert fast is None or parse_frame(data) == (fast, len(data))
+
+
+def _feed(chunks: list[bytes], message_end: MessageEnd) -> tuple[list[ReceiverEvent], bytes]:
+    rx, events, replies = Receiver(message_end=message_end, report_frames=True), [], b""
+    for chunk in chunks:
+        rx.receive_data(chunk, 0.0)
+        for event in drain_rx(rx):
+            events.append(event)
+            if isinstance(event, MessageReceived):
+                rx.message_stored(0.0)
+        replies += rx.data_to_send()
+    return events, replies
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_TOKEN, max_size=40), st.sampled_from(list(MessageEnd)))
+def test_a_line_reads_the_same_in_whole_frames_and_byte_by_byte(
+    tokens: list[bytes], message_end: MessageEnd
+) -> None:
+    """Whole-frame reads take the fast path, single bytes the parser: same events, same replies."""
+    one_by_one = [bytes((b,)) for b in b"".join(tokens)]
+    assert _feed(tokens, message_end) == _feed(one_by_one, message_end)

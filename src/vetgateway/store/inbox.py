@@ -16,6 +16,13 @@ Asyncio callers (``receive_async``, the network listeners) never block their loo
 a thread hop per message: their rows join the same queue, a small committer pool leads batches on
 their behalf, and each batch settles all its futures with one ``call_soon_threadsafe`` per loop.
 
+**Commit delay.** Group commit only helps callers that overlap. Analyzer messages arrive one by
+one, each after a tenth of a second or more on its line, so at 32 analyzers nearly every message
+paid a commit of its own: an fsync and two thread wake-ups. A caller may therefore offer to wait a
+few milliseconds for company (``receive_async(commit_delay=...)``), as PostgreSQL's
+``commit_delay`` does; the inbox takes the offer only while busy, and any caller that cannot
+wait ends the wait (see ``receive_async``).
+
 **Resends and collisions.** A message whose sender, control id and bytes equal a stored one is not
 stored again: ``receive`` returns the original's id and time with ``duplicate=True``, so the adapter
 can answer exactly as it did the first time (RELIABILITY R01, R07, R10). The same sender and control
@@ -42,8 +49,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -457,6 +466,14 @@ def sha256_hex(raw: bytes) -> str:
     return digest.hexdigest()
 
 
+# A commit delay applies when the previous row came within this many delays: rows are arriving
+# often enough that another is likely to share the commit.
+BUSY_GAP = 4
+# A delayed batch this large commits at once: a commit's cost is shared eight ways already, and
+# every caller in it is waiting.
+ENOUGH_COMPANY = 8
+
+
 def default_commit_slots(dialect: str) -> int:
     """Batches in flight at once when not configured (see the module docstring)."""
     return 2 if dialect == "postgresql" else 1
@@ -488,12 +505,19 @@ class Inbox:
         self._queue: list[_Pending] = []
         self._leaders = 0  # commit slots held: by leading threads, promoted ones, committer jobs
         self._committer = ThreadPoolExecutor(self._slots, thread_name_prefix="inbox-commit")
+        # Commit delay (``receive_async``): a committer job holding its slot while it waits for
+        # company; ``_hurry`` ends the wait early.
+        self._delaying = False
+        self._hurry = threading.Event()
+        self._last_arrival = -math.inf  # monotonic time of the last row queued
         # One kept connection per commit slot: never more leaders than slots, so never empty.
         self._pins = [PinnedConnection() for _ in range(self._slots)]
 
     def close(self) -> None:
         """Finish the batches in hand and give the kept connections back; call once nothing
         submits any more."""
+        with self._lock:
+            self._hurry_delayed_batch()
         self._committer.shutdown(wait=True)
         with self._lock:
             for pin in self._pins:
@@ -517,6 +541,8 @@ class Inbox:
         pending = _Pending(self._row(raw, channel, peer, meta or MessageMeta()), wake)
         with self._lock:
             self._queue.append(pending)
+            self._last_arrival = time.monotonic()
+            self._hurry_delayed_batch()
             lead = self._leaders < self._slots
             if lead:
                 self._leaders += 1
@@ -538,22 +564,64 @@ class Inbox:
         return pending.receipt
 
     async def receive_async(
-        self, raw: bytes, channel: str, peer: str, meta: MessageMeta | None = None
+        self,
+        raw: bytes,
+        channel: str,
+        peer: str,
+        meta: MessageMeta | None = None,
+        *,
+        commit_delay: float = 0.0,
     ) -> Receipt:
-        """``receive`` for asyncio callers: the same promise, without blocking the loop."""
+        """``receive`` for asyncio callers: the same promise, without blocking the loop.
+
+        ``commit_delay``: seconds this caller's answer may wait for other rows to share its
+        commit, as PostgreSQL's ``commit_delay`` (and ``commit_siblings``) trade a little
+        latency for fewer commits under load. It applies only while the inbox is busy (another
+        row arrived within ``BUSY_GAP`` delays) and a commit slot is free, so a lone message is
+        committed at once; rows that arrive meanwhile join the waiting batch, and a caller that
+        cannot wait (no delay: an MLLP sender, a file-drop thread) ends the wait at once. An
+        analyzer line, whose message took a tenth of a second or more on the wire, loses
+        nothing to a few milliseconds before its last ACK; each commit saved is an fsync and
+        two thread wake-ups (see ``bench/astm.py``).
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Receipt] = loop.create_future()
         pending = _Pending(
             self._row(raw, channel, peer, meta or MessageMeta()), future=future, loop=loop
         )
+        delay = 0.0
         with self._lock:
             self._queue.append(pending)
-            start_job = self._leaders < self._slots
+            now = time.monotonic()
+            busy = now - self._last_arrival < BUSY_GAP * commit_delay
+            self._last_arrival = now
+            if not commit_delay or len(self._queue) >= ENOUGH_COMPANY:
+                self._hurry_delayed_batch()
+            start_job = self._leaders < self._slots and not self._delaying
             if start_job:
                 self._leaders += 1
+                if busy:
+                    delay = commit_delay
+                    self._delaying = True
         if start_job:
-            self._committer.submit(self._lead_one_batch)
+            if delay:
+                self._committer.submit(self._lead_delayed_batch, delay)
+            else:
+                self._committer.submit(self._lead_one_batch)
         return await future
+
+    def _lead_delayed_batch(self, delay: float) -> None:
+        """A committer job: wait up to ``delay`` for company (or to be hurried), then lead."""
+        self._hurry.wait(delay)
+        with self._lock:
+            self._delaying = False
+            self._hurry.clear()
+        self._lead_one_batch()
+
+    def _hurry_delayed_batch(self) -> None:
+        """Under ``_lock``: end a commit delay now (a caller that cannot wait has queued)."""
+        if self._delaying:
+            self._hurry.set()
 
     def _row(self, raw: bytes, channel: str, peer: str, meta: MessageMeta) -> dict[str, Any]:
         quarantined = meta.quarantine_reason is not None

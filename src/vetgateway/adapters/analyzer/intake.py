@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 ASTM_CHANNEL = "astm"
 TEXT_CHANNEL = "plaintext"
 MESSAGE_TYPE = {ASTM_CHANNEL: "ASTM", TEXT_CHANNEL: "TEXT"}
+# Seconds a message may wait for others to share its commit while the inbox is busy
+# (``Inbox.receive_async``). The analyzer has waited a tenth of a second or more for its
+# message to cross the line, and LIS1-A gives us 15 s to answer its last frame.
+COMMIT_DELAY = 0.005
 STORE_RETRY_FIRST = 0.5
 STORE_RETRY_MAX = 30.0
 
@@ -148,7 +152,9 @@ class AnalyzerIntake:
             quarantine_reason=quarantine,
             extra=extra,
         )
-        receipt = await self._inbox.receive_async(text, channel, peer, meta)
+        receipt = await self._inbox.receive_async(
+            text, channel, peer, meta, commit_delay=COMMIT_DELAY
+        )
         if device is not None:
             with self._seen_lock:
                 self._seen[device.id] = self._clock()

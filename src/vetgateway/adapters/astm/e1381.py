@@ -65,6 +65,7 @@ from vetgateway.adapters.astm.e1381_frames import (
     FrameOk,
     LinkUsageError,
     parse_frame,
+    whole_good_frame,
 )
 
 __all__ = [
@@ -196,15 +197,22 @@ ReceiverEvent = (
 )
 
 
+_ACCEPTED: Final = tuple(FrameAccepted(number) for number in range(8))
+
+
 class _RxState(enum.Enum):
     NEUTRAL = "neutral"
     TRANSFER = "transfer"
 
 
 def _ends_with_terminator(text: bytes) -> bool:
-    body = text[:-1] if text.endswith(b"\r") else text
-    last = body.rsplit(b"\r", 1)[-1]
-    return last[:1] == b"L" and (len(last) == 1 or not last[1:2].isalnum())
+    """Whether the last record is the terminator record ``L``: found without copying the
+    message, since every end frame asks."""
+    end = len(text) - 1 if text.endswith(b"\r") else len(text)
+    start = text.rfind(b"\r", 0, end) + 1
+    return text[start : start + 1] == b"L" and (
+        end - start == 1 or not text[start + 1 : start + 2].isalnum()
+    )
 
 
 class Receiver:
@@ -260,6 +268,11 @@ class Receiver:
         arrives then is kept only up to ``HELD_BUFFER_LIMIT`` bytes: a flooding peer cannot grow
         the buffer.
         """
+        if self._state is _RxState.TRANSFER and self._held is None and not self._buf:
+            frame = whole_good_frame(data)
+            if frame is not None:
+                self._on_frame(frame, now)
+                return
         self._buf += data
         if self._held is not None:
             del self._buf[HELD_BUFFER_LIMIT:]
@@ -271,6 +284,8 @@ class Receiver:
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the line (ACK, NAK), cleared as they are returned."""
+        if not self._out:
+            return b""
         out = bytes(self._out)
         self._out.clear()
         return out
@@ -381,7 +396,7 @@ class Receiver:
         self._last_number = frame.number
         self._out += _ACK
         if self._report_frames:
-            self._events.append(FrameAccepted(frame.number))
+            self._events.append(_ACCEPTED[frame.number])
 
     def _close_transfer(self, *, timed_out: bool) -> None:
         if self._text:
