@@ -29,6 +29,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Final
 
+from vetgateway.numbers import plain
+
 __all__ = ["NOTE_LENGTH", "DeltaRule", "delta_check"]
 
 NOTE_LENGTH: Final = 255  # lab_results.delta_note
@@ -52,18 +54,6 @@ class DeltaRule:
 
 def _finite(value: Decimal | None) -> bool:
     return value is not None and value.is_finite()
-
-
-def _show(value: Decimal) -> str:
-    """A number for people: no exponent for ordinary magnitudes, no trailing zeros."""
-    if not value.is_finite():
-        return str(value)
-    value = value.normalize()
-    if value.is_zero():
-        return "0"
-    if -12 <= value.adjusted() <= 12:
-        return format(value, "f")
-    return format(value, ".6E")
 
 
 def _quiet() -> decimal.Context:
@@ -96,23 +86,23 @@ def delta_check(
         size = abs(change)
         beyond: list[str] = []
         if limit_abs is not None and size > limit_abs:
-            beyond.append(_show(limit_abs))
+            beyond.append(plain(limit_abs))
         relative = None if previous.is_zero() else change / abs(previous)
         if limit_rel is not None and relative is not None and size > limit_rel * abs(previous):
-            beyond.append(f"{_show(limit_rel * _HUNDRED)} %")
+            beyond.append(f"{plain(limit_rel * _HUNDRED)} %")
         flag = bool(beyond)
         unit_text = f" {unit}" if unit else ""
         sign = "+" if change > _ZERO else ""
-        text = f"{sign}{_show(change)}{unit_text}"
+        text = f"{sign}{plain(change)}{unit_text}"
         if relative is not None:
-            text += f" ({sign}{_show(round(relative * _HUNDRED, 0))} %)"
+            text += f" ({sign}{plain(round(relative * _HUNDRED, 0))} %)"
         when = f" on {previous_at.date().isoformat()}" if previous_at is not None else ""
-        note = f"delta {text} from {_show(previous)}{unit_text}{when}"
+        note = f"delta {text} from {plain(previous)}{unit_text}{when}"
         if flag:
             note += ": beyond " + " and ".join(beyond)
         else:
-            limits = [f"{_show(limit_abs)}"] if limit_abs is not None else []
+            limits = [f"{plain(limit_abs)}"] if limit_abs is not None else []
             if limit_rel is not None and relative is not None:
-                limits.append(f"{_show(limit_rel * _HUNDRED)} %")
+                limits.append(f"{plain(limit_rel * _HUNDRED)} %")
             note += ": within " + " and ".join(limits)
     return flag, note[:NOTE_LENGTH]

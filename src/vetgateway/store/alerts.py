@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from vetgateway.model import CriticalFinding
+from vetgateway.numbers import plain
 from vetgateway.store.audit import audit
 from vetgateway.store.models import (
     AcknowledgementVia,
@@ -69,15 +70,10 @@ ENTITY = "alert"
 CANCELLED = "cancelled: alert acknowledged"
 
 
-def _plain(number: Decimal) -> str:
-    """A limit as a person writes it: 7.5, not the column's 7.5000000000 (nor 1E+2 for 100)."""
-    return format(number.normalize(), "f") if number.is_finite() else str(number)
-
-
 def summary_text(finding: CriticalFinding) -> str:
     """E.g. "CRITICAL K 7.8 mmol/L (critical high >= 6.5) — Rex (canine), Smith"."""
     value = finding.value_text if finding.unit is None else f"{finding.value_text} {finding.unit}"
-    limit = None if finding.limit is None else _plain(finding.limit)
+    limit = None if finding.limit is None else plain(finding.limit)
     if finding.flag == "critical_low":
         bound = "critical low" if limit is None else f"critical low <= {limit}"
     elif finding.flag == "critical_high":

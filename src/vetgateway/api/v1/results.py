@@ -20,11 +20,12 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from vetgateway.api.auth import Principal, require_role
 from vetgateway.api.deps import get_database
 from vetgateway.model import ReportStatus, ResultStatus, Sex
+from vetgateway.numbers import plain
 from vetgateway.store import results as result_store
 from vetgateway.store.db import Database
 from vetgateway.store.models import Role
@@ -39,6 +40,10 @@ Db = Annotated[Database, Depends(get_database)]
 
 MAX_LIMIT = 5000
 
+# A number as the lab would print it, the same from SQLite and PostgreSQL (``numbers.plain``);
+# a JSON string, as Decimal always was here, so no client rounds it through a float.
+Number = Annotated[Decimal, PlainSerializer(plain, return_type=str, when_used="json")]
+
 
 class ResultOut(BaseModel):
     id: int
@@ -49,14 +54,14 @@ class ResultOut(BaseModel):
     source_code: str = Field(description="the code as the sender sent it")
     source_name: str | None
     value: str = Field(description="the value exactly as sent")
-    value_numeric: Decimal | None = Field(description="in `unit`; null if not a number")
+    value_numeric: Number | None = Field(description="in `unit`; null if not a number")
     comparator: str | None
     unit: str | None
     source_unit: str | None
     value_type: str | None
     reference_range: str | None = Field(description="the lab's range, as sent")
-    lab_low: Decimal | None
-    lab_high: Decimal | None
+    lab_low: Number | None
+    lab_high: Number | None
     lab_flags: str | None
     interpretation: Interpretation
     reference_interval_id: uuid.UUID | None = Field(description="ours, when one was applied")
