@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from vetgateway.adapters.analyzer.station import LineStation
 from vetgateway.adapters.astm.e1381 import (
     NEED_DATA,
+    DuplicateFrame,
     FrameRejected,
     LinkEstablished,
     LinkReleased,
@@ -21,7 +22,7 @@ from vetgateway.adapters.astm.e1381 import (
     Receiver,
     Role,
 )
-from vetgateway.adapters.astm.e1381_frames import build_frame
+from vetgateway.adapters.astm.e1381_frames import build_frame, split_message
 from vetgateway.adapters.astm.e1381_sender import (
     Contention,
     MessageSent,
@@ -372,3 +373,107 @@ def test_receive_data_never_raises(data: bytes) -> None:
     gateway.receive_data(data, 0.0)
     gateway.check_timeouts(0.0)
     drain(gateway)
+
+
+# --- the one-step reply to a frame mid-message ------------------------------------------------
+
+_RECORDS = [b"H|\\^&|||LAB^1", b"P|1||PMS-42", b"R|1|^^^GLU|5.4|mmol/L", b"C|1|" + b"x" * 300]
+
+
+def _message_reads(
+    records: list[bytes], packed: bool, end: bool, noise: list[int]
+) -> list[tuple[str, object]]:
+    """An analyzer's message as its reads: ENQ, each frame, EOT (``end``: with its L record),
+    and a frame spoilt by line noise before each frame whose index is in ``noise``."""
+    text = b"\r".join(records + ([b"L|1|N"] if end else [])) + b"\r"
+    pieces = split_message(text, packed=packed)
+    reads = [ENQ]
+    for n, (piece, final) in enumerate(pieces):
+        if n in noise:
+            reads.append(bad_frame(n + 1))
+        reads.append(build_frame(n + 1, piece, final=final))
+    return [("data", read) for read in [*reads, EOT]]
+
+
+_READS = st.one_of(
+    st.builds(
+        _message_reads,
+        st.lists(st.sampled_from(_RECORDS), max_size=4),
+        st.booleans(),
+        st.booleans(),
+        st.lists(st.integers(0, 5), max_size=4),
+    ),
+    _STEP.map(lambda step: [step]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_READS, max_size=12), st.sampled_from(list(MessageEnd)), st.booleans())
+def test_a_frame_answered_in_one_step_leaves_the_station_as_the_full_path_does(
+    reads: list[list[tuple[str, object]]], message_end: MessageEnd, refuse: bool
+) -> None:
+    """Every read goes to two stations: one always by ``receive_data`` + ``check_timeouts``,
+    one by ``reply_at_once`` first. Same replies, same events, same state, read after read."""
+    full, quick = (AstmStation(message_end, alarm_after=2) for _ in range(2))
+    now = 0.0
+    for kind, value in (step for steps in reads for step in steps):
+        if kind == "wait":
+            assert isinstance(value, float)
+            now += value
+            for gateway in (full, quick):
+                gateway.check_timeouts(now)
+        elif kind == "send":
+            assert isinstance(value, bytes)
+            for gateway in (full, quick):
+                gateway.send_message(value, now)
+        else:
+            assert isinstance(value, bytes)
+            full.receive_data(value, now)
+            full.check_timeouts(now)
+            reply = quick.reply_at_once(value, now)
+            if reply is None:
+                quick.receive_data(value, now)
+                quick.check_timeouts(now)
+            replies = {}
+            for name, gateway in (("full", full), ("quick", quick)):
+                events = drain(gateway)
+                for event in events:
+                    if isinstance(event, MessageReceived):
+                        (gateway.message_refused if refuse else gateway.message_stored)(now)
+                replies[name] = (events, gateway.data_to_send())
+            assert replies["quick"] == (replies["full"][0], replies["full"][1][len(reply or b"") :])
+            assert replies["full"][1].startswith(reply or b"")
+        assert (quick.mid_message, quick.idle, quick.unsent_messages) == (
+            full.mid_message, full.idle, full.unsent_messages
+        )  # fmt: skip
+
+
+def test_only_a_frame_mid_message_is_answered_in_one_step() -> None:
+    gateway = station()
+    first = build_frame(1, b"H|\\^&\r", final=True)
+    assert gateway.reply_at_once(ENQ, 0.0) is None  # establishment: the full path
+    gateway.receive_data(ENQ, 0.0)
+    drain(gateway)
+    assert gateway.data_to_send() == ACK
+    assert gateway.reply_at_once(first, 1.0) == ACK
+    assert gateway.mid_message
+    assert drain(gateway) == []
+    assert gateway.reply_at_once(first, 2.0) is None  # a repeat: DuplicateFrame, full path
+    gateway.receive_data(first, 2.0)
+    assert drain(gateway) == [DuplicateFrame(1)]
+    assert gateway.data_to_send() == ACK
+    last = build_frame(2, b"L|1|N\r", final=True)
+    assert gateway.reply_at_once(last, 3.0) is None  # completes the message: held for storage
+    gateway.receive_data(last, 3.0)
+    assert drain(gateway) == [MessageReceived(b"H|\\^&\rL|1|N\r")]
+    assert gateway.data_to_send() == b""
+
+
+def test_a_frame_answered_in_one_step_ends_a_run_of_line_errors() -> None:
+    gateway = station(alarm_after=2)
+    gateway.receive_data(ENQ + bad_frame(1), 0.0)
+    assert drain(gateway) == [LinkEstablished(), FrameRejected("bad_checksum")]
+    assert gateway.data_to_send() == ACK + NAK
+    assert gateway.reply_at_once(build_frame(1, b"H|\\^&\r", final=True), 1.0) == ACK
+    gateway.receive_data(bad_frame(2), 2.0)  # one in a row again: no alarm
+    assert drain(gateway) == [FrameRejected("bad_checksum")]

@@ -26,7 +26,9 @@ no cancellation safety of its own.
 **Handing bytes over as they arrive.** A stream that can (``PushStream``: TCP) offers each read
 to the line from its transport callback first. On a quiet line (no turn in progress, none waiting
 with bytes in hand, the stream taking writes without waiting) the bytes go to the station and its
-replies are written at once: a frame and its ACK cost no task wake-up, future or lock. The first
+replies are written at once: a frame and its ACK cost no task wake-up, future or lock, and a
+frame mid-message, the read a line carries most, is answered in one step where the station offers
+it (``QuickReplies``; the read loop uses it too). The first
 ``MessageReceived`` starts a delivery task that holds the lock while the message is stored,
 exactly as the read loop would have; bytes that arrive meanwhile, or on a line that is not quiet,
 stay with the stream for ``read``, and the read loop handles them as above.
@@ -46,7 +48,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, cast, runtime_checkable
 
-from vetgateway.adapters.analyzer.station import LineStation
+from vetgateway.adapters.analyzer.station import LineStation, QuickReplies
 from vetgateway.adapters.astm.e1381 import (
     NEED_DATA,
     FrameRejected,
@@ -165,9 +167,7 @@ async def run_line(
             line.busy += 1  # bytes in hand: nothing may overtake them (``take_now``)
             try:
                 async with line.lock:
-                    station.receive_data(data, clock())
-                    station.check_timeouts(clock())
-                    await line.step()
+                    await line.take(data)
             finally:
                 line.busy -= 1
         # The end of the stream may overtake a message being stored: it finishes first, and
@@ -231,6 +231,8 @@ class _Line:
         self.busy = 0
         self.delivery: asyncio.Task[None] | None = None  # the last one ``take_now`` started
         self.failure: Exception | None = None  # raised in ``take_now``; ends the line
+        # A frame mid-message answered in one step (``QuickReplies``; ASTM stations have it).
+        self.reply_at_once = station.reply_at_once if isinstance(station, QuickReplies) else None
 
     def take_now(self, data: bytes) -> bool:
         """``PushStream``'s consumer: handle ``data`` at once if the line is quiet, else return
@@ -241,6 +243,11 @@ class _Line:
             return False
         station = self.station
         try:
+            if self.reply_at_once is not None:
+                reply = self.reply_at_once(data, self.clock())
+                if reply is not None:
+                    self.stream.write(reply)
+                    return True
             station.receive_data(data, self.clock())
             station.check_timeouts(self.clock())
             while True:
@@ -261,6 +268,18 @@ class _Line:
             self.failure = exc
             self.stream.close()
             return True
+
+    async def take(self, data: bytes) -> None:
+        """The read loop's turn (under ``lock``): ``data`` to the station, and all it causes."""
+        if self.reply_at_once is not None:
+            reply = self.reply_at_once(data, self.clock())
+            if reply is not None:
+                self.stream.write(reply)
+                await self.stream.drain()
+                return
+        self.station.receive_data(data, self.clock())
+        self.station.check_timeouts(self.clock())
+        await self.step()
 
     async def _deliver_and_step(self, text: bytes) -> None:
         try:

@@ -9,11 +9,11 @@ then calls ``message_stored`` — which, for E1381, releases the ACK of the comp
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from vetgateway.adapters.astm.e1381 import MessageReceived, NeedData
 
-__all__ = ["LineStation", "MessageReceived"]
+__all__ = ["LineStation", "MessageReceived", "QuickReplies"]
 
 
 class LineStation(Protocol):
@@ -36,3 +36,13 @@ class LineStation(Protocol):
         """Queue a message to the analyzer (a host-query answer). A one-way line (plain text)
         raises ``LinkUsageError``."""
         ...
+
+
+@runtime_checkable
+class QuickReplies(Protocol):
+    """What a station may offer for its commonest read: ``reply_at_once(data, now)`` returns
+    the reply when ``data`` needs nothing but one (an ASTM frame in the middle of a message:
+    its ACK), having done all ``receive_data`` and ``check_timeouts`` would; ``None``, having
+    changed nothing, for anything else, which then goes through ``receive_data``."""
+
+    def reply_at_once(self, data: bytes, now: float) -> bytes | None: ...

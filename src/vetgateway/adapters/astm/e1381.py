@@ -278,6 +278,36 @@ class Receiver:
             del self._buf[HELD_BUFFER_LIMIT:]
         self._pump(now)
 
+    def take_next_frame(self, data: bytes, now: float) -> bool:
+        """The usual read of a transfer, decided at once: True when ``data`` is exactly the
+        next good frame of a message and not its last, which is then accepted as
+        ``receive_data`` would accept it (rule 4) except that its ACK is the caller's to write
+        and no ``FrameAccepted`` is emitted; False, having changed nothing, for anything else
+        (feed it to ``receive_data``), or while anything is pending.
+        """
+        if (
+            self._state is not _RxState.TRANSFER
+            or self._held is not None
+            or self._buf
+            or self._out
+            or self._events
+        ):
+            return False
+        frame = whole_good_frame(data)
+        if frame is None:
+            return False
+        if frame.number != (1 if self._last_number is None else (self._last_number + 1) % 8):
+            return False
+        text = self._text + frame.text
+        if frame.final and (
+            self._message_end is MessageEnd.END_FRAME or _ends_with_terminator(text)
+        ):
+            return False  # it completes a message: its ACK waits for storage (rule 5)
+        self._text = text
+        self._last_number = frame.number
+        self._last_activity = now
+        return True
+
     def next_event(self) -> ReceiverEvent | NeedData:
         """Return the next event, or ``NEED_DATA``. Never raises."""
         return self._events.popleft() if self._events else NEED_DATA

@@ -200,6 +200,7 @@ def parse_frame(buf: bytes | bytearray) -> tuple[FrameOutcome, int] | None:
 
 
 _WHOLE_FRAME_MAX: Final = _LAST_TERMINATOR_POS + 1 + _TRAILER
+_CHECKSUMS: Final = tuple(bytes((_HEX[n >> 4], _HEX[n & 0x0F])) for n in range(256))
 
 
 def whole_good_frame(data: bytes) -> FrameOk | None:
@@ -219,7 +220,7 @@ def whole_good_frame(data: bytes) -> FrameOk | None:
     number = data[1] - 0x30
     if not 0 <= number <= 7:
         return None
-    total = sum(data[1 : stop + 1]) % 256
-    if data[stop + 1 : stop + 3].upper() != bytes((_HEX[total >> 4], _HEX[total & 0x0F])):
+    sent, expected = data[stop + 1 : stop + 3], _CHECKSUMS[sum(data[1 : stop + 1]) % 256]
+    if sent != expected and sent.upper() != expected:
         return None
     return FrameOk(number, data[2:stop], code == ETX)

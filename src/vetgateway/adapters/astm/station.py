@@ -56,7 +56,7 @@ from vetgateway.adapters.astm.e1381 import (
     ReceiverEvent,
     Role,
 )
-from vetgateway.adapters.astm.e1381_frames import split_message
+from vetgateway.adapters.astm.e1381_frames import ACK, split_message
 from vetgateway.adapters.astm.e1381_sender import MessageSent, Sender, SenderEvent, SendFailed
 
 __all__ = [
@@ -74,6 +74,7 @@ ALARM_AFTER: Final = 10
 SEND_ATTEMPTS: Final = 3
 SEND_RETRY_DELAY: Final = 30.0  # twice the reply timer: a peer that stalled gets time to recover
 MAX_QUEUED: Final = 64
+_ACK: Final = bytes((ACK,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,20 @@ class AstmStation:
         if data:
             self._receiver.receive_data(data, now)
             self._collect_receiver()
+
+    def reply_at_once(self, data: bytes, now: float) -> bytes | None:
+        """``QuickReplies``: a frame in the middle of an incoming message, the read a line
+        carries most (every frame but a message's last), is ACKed here in one step; ``None``
+        for anything else. Nothing it skips could act: our ``Sender`` awaits no reply, the
+        ``Receiver`` is mid-transfer (so nothing of ours may start, rule 2) and its timer has
+        just been reset.
+        """
+        if self._sender.awaiting_reply or self._out or self._events:
+            return None
+        if not self._receiver.take_next_frame(data, now):
+            return None
+        self._rejected = 0
+        return _ACK
 
     def next_event(self) -> StationEvent | NeedData:
         """Return the next event of either side, or ``NEED_DATA``. Never raises."""
