@@ -734,10 +734,10 @@ def test_r03_after_a_restart_the_next_message_is_stored_on_first_try(
 NEVER = 600.0  # a commit delay no test waits out: each ends it another way or fails its deadline
 
 
-def _delayed(inbox: Inbox, raw: bytes) -> Any:
+def _delayed(inbox: Inbox, raw: bytes, peer: str = "analyzer 2") -> Any:
     import asyncio
 
-    return asyncio.ensure_future(inbox.receive_async(raw, "astm", "p", commit_delay=NEVER))
+    return asyncio.ensure_future(inbox.receive_async(raw, "astm", peer, commit_delay=NEVER))
 
 
 def test_a_lone_message_is_committed_at_once_whatever_its_delay(db: Database) -> None:
@@ -764,10 +764,10 @@ def test_while_busy_delayed_rows_wait_together_until_a_caller_that_cannot_wait(
     inbox = Inbox(db, on_commit=batches.append)
 
     async def main() -> list[Receipt]:
-        first = await asyncio.wait_for(_delayed(inbox, b"first"), 30)  # alone: at once
+        first = await asyncio.wait_for(_delayed(inbox, b"first", "analyzer 1"), 30)  # alone
         waiting = [_delayed(inbox, f"delayed {n}".encode()) for n in range(3)]
         await asyncio.sleep(0)  # one turn of the loop: each has queued its row
-        # Busy now (a row came moments ago): one committer holds its slot, waiting for company.
+        # Busy (another analyzer sent a row moments ago): a committer waits for company.
         assert inbox._delaying
         assert len(inbox._queue) == 3
         hurried = await asyncio.wait_for(inbox.receive_async(b"now", "mllp", "p"), 30)
@@ -791,7 +791,7 @@ def test_a_delayed_batch_commits_once_it_has_enough_company(db: Database) -> Non
     inbox = Inbox(db, on_commit=batches.append)
 
     async def main() -> None:
-        await asyncio.wait_for(_delayed(inbox, b"first"), 30)
+        await asyncio.wait_for(_delayed(inbox, b"first", "analyzer 1"), 30)
         waiting = [_delayed(inbox, f"d{n}".encode()) for n in range(inbox_module.ENOUGH_COMPANY)]
         await asyncio.wait_for(asyncio.gather(*waiting), 30)
 
@@ -806,7 +806,7 @@ def test_a_thread_caller_ends_the_delay_and_every_row_is_stored(db: Database) ->
     inbox = Inbox(db)
 
     async def main() -> list[int]:
-        await asyncio.wait_for(_delayed(inbox, b"first"), 30)
+        await asyncio.wait_for(_delayed(inbox, b"first", "analyzer 1"), 30)
         waiting = [_delayed(inbox, f"d{n}".encode()) for n in range(2)]
         await asyncio.sleep(0)
         assert inbox._delaying
@@ -831,7 +831,7 @@ def test_a_delay_nobody_ends_runs_its_course(db: Database) -> None:
     delay = 0.2
 
     async def main() -> float:
-        await inbox.receive_async(b"first", "astm", "p", commit_delay=delay)
+        await inbox.receive_async(b"first", "astm", "analyzer 1", commit_delay=delay)
         began = time.monotonic()
         await asyncio.wait_for(inbox.receive_async(b"second", "astm", "p", commit_delay=delay), 30)
         return time.monotonic() - began
@@ -848,7 +848,7 @@ def test_closing_the_inbox_commits_a_delayed_batch(db: Database) -> None:
     inbox = Inbox(db)
 
     async def main() -> Receipt:
-        await asyncio.wait_for(_delayed(inbox, b"first"), 30)
+        await asyncio.wait_for(_delayed(inbox, b"first", "analyzer 1"), 30)
         waiting = _delayed(inbox, b"at shutdown")
         await asyncio.sleep(0)
         assert inbox._delaying
@@ -857,3 +857,21 @@ def test_closing_the_inbox_commits_a_delayed_batch(db: Database) -> None:
 
     receipt = asyncio.run(main())
     assert load(db, receipt.message_id).raw == b"at shutdown"
+
+
+def test_a_lone_analyzer_sending_its_backlog_is_never_delayed(db: Database) -> None:
+    """Busy means other senders (as PostgreSQL's commit_siblings): one analyzer's messages back
+    to back have nobody to share a commit with, so none of them waits."""
+    import asyncio
+
+    batches: list[int] = []
+    inbox = Inbox(db, on_commit=batches.append)
+
+    async def main() -> None:
+        for n in range(5):
+            await asyncio.wait_for(_delayed(inbox, f"backlog {n}".encode(), "analyzer 1"), 30)
+            assert not inbox._delaying
+
+    asyncio.run(main())
+    inbox.close()
+    assert batches == [1] * 5

@@ -466,8 +466,8 @@ def sha256_hex(raw: bytes) -> str:
     return digest.hexdigest()
 
 
-# A commit delay applies when the previous row came within this many delays: rows are arriving
-# often enough that another is likely to share the commit.
+# A commit delay applies when another sender's row came within this many delays: rows are
+# arriving often enough that one is likely to share the commit.
 BUSY_GAP = 4
 # A delayed batch this large commits at once: a commit's cost is shared eight ways already, and
 # every caller in it is waiting.
@@ -509,7 +509,10 @@ class Inbox:
         # company; ``_hurry`` ends the wait early.
         self._delaying = False
         self._hurry = threading.Event()
-        self._last_arrival = -math.inf  # monotonic time of the last row queued
+        # The latest row's peer and monotonic time, and the latest from any other peer: whether
+        # another sender is active (``receive_async``'s commit delay).
+        self._latest: tuple[str, float] = ("", -math.inf)
+        self._latest_other = -math.inf
         # One kept connection per commit slot: never more leaders than slots, so never empty.
         self._pins = [PinnedConnection() for _ in range(self._slots)]
 
@@ -541,7 +544,7 @@ class Inbox:
         pending = _Pending(self._row(raw, channel, peer, meta or MessageMeta()), wake)
         with self._lock:
             self._queue.append(pending)
-            self._last_arrival = time.monotonic()
+            self._arrived(peer, time.monotonic())
             self._hurry_delayed_batch()
             lead = self._leaders < self._slots
             if lead:
@@ -577,7 +580,8 @@ class Inbox:
         ``commit_delay``: seconds this caller's answer may wait for other rows to share its
         commit, as PostgreSQL's ``commit_delay`` (and ``commit_siblings``) trade a little
         latency for fewer commits under load. It applies only while the inbox is busy (another
-        row arrived within ``BUSY_GAP`` delays) and a commit slot is free, so a lone message is
+        row from another peer arrived within ``BUSY_GAP`` delays, as ``commit_siblings``) and a
+        commit slot is free, so a lone message, or a lone analyzer sending its backlog, is
         committed at once; rows that arrive meanwhile join the waiting batch, and a caller that
         cannot wait (no delay: an MLLP sender, a file-drop thread) ends the wait at once. An
         analyzer line, whose message took a tenth of a second or more on the wire, loses
@@ -593,8 +597,7 @@ class Inbox:
         with self._lock:
             self._queue.append(pending)
             now = time.monotonic()
-            busy = now - self._last_arrival < BUSY_GAP * commit_delay
-            self._last_arrival = now
+            busy = now - self._arrived(peer, now) < BUSY_GAP * commit_delay
             if not commit_delay or len(self._queue) >= ENOUGH_COMPANY:
                 self._hurry_delayed_batch()
             start_job = self._leaders < self._slots and not self._delaying
@@ -609,6 +612,16 @@ class Inbox:
             else:
                 self._committer.submit(self._lead_one_batch)
         return await future
+
+    def _arrived(self, peer: str, now: float) -> float:
+        """Under ``_lock``: note a row from ``peer``; return when another peer's row came last."""
+        latest_peer, latest = self._latest
+        if peer != latest_peer:
+            self._latest_other, other = latest, latest
+        else:
+            other = self._latest_other
+        self._latest = (peer, now)
+        return other
 
     def _lead_delayed_batch(self, delay: float) -> None:
         """A committer job: wait up to ``delay`` for company (or to be hurried), then lead."""
