@@ -243,11 +243,8 @@ class _Line:
             return False
         station = self.station
         try:
-            if self.reply_at_once is not None:
-                reply = self.reply_at_once(data, self.clock())
-                if reply is not None:
-                    self.stream.write(reply)
-                    return True
+            if self.answered_at_once(data):
+                return True
             station.receive_data(data, self.clock())
             station.check_timeouts(self.clock())
             while True:
@@ -269,14 +266,22 @@ class _Line:
             self.stream.close()
             return True
 
+    def answered_at_once(self, data: bytes) -> bool:
+        """Whether the station answered ``data`` in one step (``QuickReplies``); its reply is
+        written, not drained."""
+        if self.reply_at_once is None:
+            return False
+        reply = self.reply_at_once(data, self.clock())
+        if reply is None:
+            return False
+        self.stream.write(reply)
+        return True
+
     async def take(self, data: bytes) -> None:
         """The read loop's turn (under ``lock``): ``data`` to the station, and all it causes."""
-        if self.reply_at_once is not None:
-            reply = self.reply_at_once(data, self.clock())
-            if reply is not None:
-                self.stream.write(reply)
-                await self.stream.drain()
-                return
+        if self.answered_at_once(data):
+            await self.stream.drain()
+            return
         self.station.receive_data(data, self.clock())
         self.station.check_timeouts(self.clock())
         await self.step()

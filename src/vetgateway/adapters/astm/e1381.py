@@ -268,11 +268,6 @@ class Receiver:
         arrives then is kept only up to ``HELD_BUFFER_LIMIT`` bytes: a flooding peer cannot grow
         the buffer.
         """
-        if self._state is _RxState.TRANSFER and self._held is None and not self._buf:
-            frame = whole_good_frame(data)
-            if frame is not None:
-                self._on_frame(frame, now)
-                return
         self._buf += data
         if self._held is not None:
             del self._buf[HELD_BUFFER_LIMIT:]
