@@ -29,6 +29,14 @@ message with its own sample number, so every message is a distinct row.
   The bare receiver runs the same paced plan first: its CPU is the floor, what a receiver that
   only reads and answers pays the kernel and the event loop for these lines on this machine
   (waking per frame, one read and one write each), so the goal can be read against it.
+- **Floors.** Two more receivers take the paced record-frame plan, each in a process of its
+  own: a *checking* one (``CheckingReceiver``: every frame checked with the gateway's own
+  ``whole_good_frame`` and its number, ACK or NAK) and a *checking+storing* one (the same, each
+  message stored through a real ``Inbox``, with the analyzer intake's commit delay, before its
+  last ACK). They keep none of the gateway's other promises (timeouts, the link state machine,
+  devices, logs), so they are not receivers to run: they are the least the goal's work costs a
+  Python receiver here. The ``reach`` line reads the goal against them: if checking alone takes
+  10 %, no receiver that checks its frames meets the goal on this machine.
 
 Servers and clients each run in a process of their own, all on the event loop the gateway picks
 (``VETGATEWAY_EVENT_LOOP``, default uvloop where installed), so the bare receiver is the same loop
@@ -59,10 +67,16 @@ import sqlalchemy as sa
 
 from _processes import LOOP, LOOP_NAME, postgres_database
 from vetgateway import event_loop
-from vetgateway.adapters.analyzer.intake import AnalyzerIntake
+from vetgateway.adapters.analyzer.intake import COMMIT_DELAY, AnalyzerIntake
 from vetgateway.adapters.analyzer.tcp import AnalyzerLimits, AnalyzerTcpServer
 from vetgateway.adapters.astm.e1381 import NEED_DATA, MessageEnd, Role
-from vetgateway.adapters.astm.e1381_frames import build_frame, split_message
+from vetgateway.adapters.astm.e1381_frames import (
+    EOT,
+    STX,
+    build_frame,
+    split_message,
+    whole_good_frame,
+)
 from vetgateway.adapters.astm.e1381_sender import MessageSent, Sender, SendFailed
 from vetgateway.adapters.astm.station import AstmStation
 from vetgateway.logs import configure_logging
@@ -83,7 +97,7 @@ GOAL_SHARE = 0.10
 WARM_UP_MESSAGES = 3
 TIMEOUT = 300.0  # seconds any one step may take before the bench gives up
 
-ENQ, ACK, LF = b"\x05", b"\x06", b"\n"
+ENQ, ACK, NAK, LF = b"\x05", b"\x06", b"\x15", b"\n"
 
 
 # --- the messages -------------------------------------------------------------------------------
@@ -298,6 +312,72 @@ class BareReceiver(asyncio.Protocol):
             self.transport.write(ACK * acks)
 
 
+class CheckingReceiver(asyncio.Protocol):
+    """The least a receiver that keeps the link's promises can do: ACK for ENQ; every frame
+    checked (checksum, frame number, restricted characters, with the gateway's own
+    ``whole_good_frame``), ACK or NAK; the frames' text gathered. With ``store``, a message's
+    last frame is answered only once ``store`` returned (the message is durable). No state
+    machine, no timers, no device lookup, no logging: a floor to read the gateway's CPU against,
+    not a receiver to run. Reads that are not exactly one frame are split at LF first."""
+
+    def __init__(self, store: Callable[[bytes], Awaitable[object]] | None = None) -> None:
+        self.store = store
+        self.pending = bytearray()
+        self.text = bytearray()
+        self.number = 0
+        self.storing: set[asyncio.Future[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.pending and data.endswith(LF) and data[0] == STX:
+            self._frame(data)
+            return
+        self.pending += data
+        while self.pending:
+            first = self.pending[0]
+            if first == STX:
+                end = self.pending.find(LF)
+                if end < 0:
+                    return
+                frame = bytes(self.pending[: end + 1])
+                del self.pending[: end + 1]
+                self._frame(frame)
+                continue
+            del self.pending[:1]
+            if first == ENQ[0]:
+                self.number = 0
+                self.transport.write(ACK)
+            elif first == EOT:
+                self.text.clear()
+
+    def _frame(self, data: bytes) -> None:
+        frame = whole_good_frame(data)
+        if frame is None or frame.number != (self.number + 1) % 8:
+            self.transport.write(NAK)
+            return
+        self.number = frame.number
+        self.text += frame.text
+        if frame.final and self.store is not None and _ends_with_l_record(self.text):
+            text = bytes(self.text)
+            self.text.clear()
+            self.storing.add(task := asyncio.ensure_future(self._store_then_ack(text)))
+            task.add_done_callback(self.storing.discard)
+            return
+        self.transport.write(ACK)
+
+    async def _store_then_ack(self, text: bytes) -> None:
+        assert self.store is not None
+        await self.store(text)
+        self.transport.write(ACK)
+
+
+def _ends_with_l_record(text: bytearray) -> bool:
+    last = text.rstrip(b"\r").rsplit(b"\r", 1)[-1]
+    return last[:1] == b"L"
+
+
 async def serve(
     control: Connection,
     start: Callable[[], Awaitable[tuple[str, int]]],
@@ -344,6 +424,51 @@ def bare_main(control: Connection) -> None:
         server.close()
 
     event_loop.run(serve(control, start, close, dict), LOOP)
+
+
+def floor_main(control: Connection, database_url: str) -> None:
+    """``CheckingReceiver`` on its own port; with a ``database_url``, storing each message in
+    a real ``Inbox`` with the analyzer intake's commit delay."""
+    server: asyncio.Server | None = None
+    inbox: Inbox | None = None
+    db: Database | None = None
+    if database_url:
+        db = Database(database_url)
+        migrate.upgrade(db)
+        inbox = Inbox(db)
+
+    def receiver() -> CheckingReceiver:
+        if inbox is None:
+            return CheckingReceiver()
+        return CheckingReceiver(
+            lambda text: inbox.receive_async(text, "astm", "floor", commit_delay=COMMIT_DELAY)
+        )
+
+    async def start() -> tuple[str, int]:
+        nonlocal server
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(receiver, "127.0.0.1", 0, backlog=256)
+        host, port = server.sockets[0].getsockname()[:2]
+        return host, port
+
+    async def close() -> None:
+        assert server is not None
+        server.close()
+
+    def count() -> dict[str, int]:
+        if db is None:
+            return {}
+        with db.session(readonly=True) as session:
+            stored = session.execute(sa.text("SELECT count(*) FROM inbound_messages")).scalar()
+        return {"stored": int(stored or 0)}
+
+    try:
+        event_loop.run(serve(control, start, close, count), LOOP)
+    finally:
+        if inbox is not None:
+            inbox.close()
+        if db is not None:
+            db.dispose()
 
 
 def gateway_main(control: Connection, database_url: str, analyzers: int, log_level: str) -> None:
@@ -466,6 +591,34 @@ def measure(clients: Child, server: Child, address: tuple[str, int], plan: Plan)
     return Measurement(result, cpu1 - cpu0, wall1 - wall0)
 
 
+def _measure_floors(
+    clients: Child, plan: Plan, *floors: tuple[Child, tuple[str, int]]
+) -> list[Measurement]:
+    """The paced plan against the checking receiver, then the checking and storing one."""
+    results: list[Measurement] = []
+    for (server, address), what in zip(floors, FLOORS, strict=True):
+        m = measure(clients, server, address, plan)
+        print(paced_line(f"paced {what[0]}", m), flush=True)
+        stored = server.ask("count").get("stored")
+        kept = "" if stored is None else f" ({stored:,} stored, {m.client.messages:,} acknowledged)"
+        print(
+            f"measured      {what[0]} receiver CPU {m.server_share:.1%} of a core: {what[1]}{kept}",
+            flush=True,
+        )
+        results.append(m)
+    return results
+
+
+FLOORS = (
+    ("checking", "bare, plus every frame checked and ACK or NAK"),
+    (
+        "checking+storing",
+        "also each message stored in the inbox before its last ACK; no state machine, timers,"
+        " devices or logs",
+    ),
+)
+
+
 def throughput_line(name: str, m: Measurement, analyzers: int) -> str:
     c = m.client
     per_message = m.server_cpu / max(c.messages, 1)
@@ -489,7 +642,7 @@ def paced_line(name: str, m: Measurement) -> str:
     )
 
 
-def run(args: argparse.Namespace, database_url: str, backend: str) -> None:
+def run(args: argparse.Namespace, database_url: str, backend: str, floor_url: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     analyzers = max(args.analyzers, GOAL_ANALYZERS if args.paced else 0)
     plan = Plan(args.analyzers, messages=args.messages, first_sample=1000)
@@ -499,8 +652,11 @@ def run(args: argparse.Namespace, database_url: str, backend: str) -> None:
         child(ctx, client_main) as clients,
         child(ctx, bare_main) as bare,
         child(ctx, gateway_main, database_url, analyzers, args.log_level) as gateway,
+        child(ctx, floor_main, "") as checking,
+        child(ctx, floor_main, floor_url) as storing,
     ):
         bare_address, gateway_address = bare.answer(), gateway.answer()
+        checking_address, storing_address = checking.answer(), storing.answer()
         measure(clients, bare, bare_address, warm_up)
         base = measure(clients, bare, bare_address, plan)
         print(throughput_line("bare receiver", base, args.analyzers), flush=True)
@@ -520,6 +676,7 @@ def run(args: argparse.Namespace, database_url: str, backend: str) -> None:
             flush=True,
         )
         paced_share: float | None = None
+        floor_shares: list[float] = []
         if args.paced:
             # One record per frame (the goal's measurement), then the same analyzers sending
             # their messages in full 247-byte frames: fewer frames, fewer turn-arounds.
@@ -539,6 +696,13 @@ def run(args: argparse.Namespace, database_url: str, backend: str) -> None:
                     " least these lines cost a receiver on this machine",
                     flush=True,
                 )
+                if not packed:
+                    floors = _measure_floors(
+                        clients,
+                        paced_plan,
+                        (checking, checking_address),
+                        (storing, storing_address),
+                    )
                 paced = measure(clients, gateway, gateway_address, paced_plan)
                 acknowledged += paced.client.messages
                 print(paced_line(f"paced, {layout}", paced), flush=True)
@@ -556,6 +720,7 @@ def run(args: argparse.Namespace, database_url: str, backend: str) -> None:
                 )
                 if not packed:
                     paced_share = paced.server_share
+                    floor_shares = [m.server_share for m in floors]
         stored = gateway.ask("count")
         total = sum(stored.values())
         quarantined = sum(n for status, n in stored.items() if "quarantined" in status.lower())
@@ -570,6 +735,23 @@ def run(args: argparse.Namespace, database_url: str, backend: str) -> None:
         f"goal: {GOAL_ANALYZERS} analyzers at {BAUD:,} baud under {GOAL_SHARE:.0%} of one core:"
         f" {how} {share:.1%}, {verdict}"
     )
+    if floor_shares:
+        print(_reach(*floor_shares))
+
+
+def _reach(checking: float, storing: float) -> str:
+    """Whether the goal can be met on this machine, read off the two floors."""
+    if checking >= GOAL_SHARE:
+        return (
+            f"reach: out of reach on this machine: only reading and checking the frames takes"
+            f" {checking:.1%}, before anything is stored"
+        )
+    if storing >= GOAL_SHARE:
+        return (
+            f"reach: out of reach on this machine with this inbox: checking the frames and"
+            f" storing the messages takes {storing:.1%}"
+        )
+    return f"reach: within reach: checking and storing take {storing:.1%}"
 
 
 def main() -> None:
@@ -613,9 +795,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         if args.database_url:
             url, backend = stack.enter_context(postgres_database(args.database_url)), "postgresql"
+            floor_url = stack.enter_context(postgres_database(args.database_url))
         else:
             url, backend = f"sqlite:///{Path(tmp) / 'bench.db'}", "sqlite"
-        run(args, url, backend)
+            floor_url = f"sqlite:///{Path(tmp) / 'floor.db'}"
+        run(args, url, backend, floor_url)
 
 
 if __name__ == "__main__":
