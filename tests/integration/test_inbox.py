@@ -875,3 +875,55 @@ def test_a_lone_analyzer_sending_its_backlog_is_never_delayed(db: Database) -> N
     asyncio.run(main())
     inbox.close()
     assert batches == [1] * 5
+
+
+def test_closing_while_batches_are_queued_stores_every_queued_row(db: Database) -> None:
+    """``close()`` during a shutdown, with more asyncio callers queued than one batch holds:
+    the batch in flight finishes and every queued row after it is still committed and
+    answered, rather than left waiting for a committer job that can no longer start."""
+    import asyncio
+
+    inbox = Inbox(db, max_batch=1, commit_slots=1)
+    gate = threading.Event()
+    commit = inbox._commit
+
+    def held_first(rows: list[dict[str, Any]]) -> list[Receipt]:
+        gate.wait(30)
+        return commit(rows)
+
+    inbox._commit = held_first  # type: ignore[method-assign]
+
+    async def main() -> list[Receipt]:
+        callers = [
+            asyncio.ensure_future(inbox.receive_async(f"queued {n}".encode(), "mllp", "p"))
+            for n in range(5)
+        ]
+        await asyncio.sleep(0)
+        assert len(inbox._queue) == 4  # the first is in flight, held at the gate
+        closing = asyncio.ensure_future(asyncio.to_thread(inbox.close))
+        await asyncio.to_thread(wait_until, lambda: inbox._committer._shutdown, 30, "shutdown")
+        gate.set()
+        receipts = await asyncio.wait_for(asyncio.gather(*callers), 30)
+        await asyncio.wait_for(closing, 30)
+        return receipts
+
+    receipts = asyncio.run(main())
+    assert [load(db, r.message_id).raw for r in receipts] == [
+        f"queued {n}".encode() for n in range(5)
+    ]
+    assert inbox._leaders == 0
+
+
+def test_a_closed_inbox_refuses_rows_so_nobody_acknowledges_them(db: Database) -> None:
+    import asyncio
+
+    inbox = Inbox(db)
+    inbox.accept(b"before", "file", "p")
+    inbox.close()
+    with pytest.raises(StorageUnavailable, match="shutting down"):
+        inbox.accept(b"after, thread", "file", "p")
+    with pytest.raises(StorageUnavailable, match="shutting down"):
+        asyncio.run(inbox.receive_async(b"after, asyncio", "mllp", "p"))
+    assert inbox._queue == []
+    with db.session(readonly=True) as s:
+        assert list(s.scalars(sa.select(InboundMessage.raw))) == [b"before"]

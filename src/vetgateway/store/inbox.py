@@ -62,7 +62,7 @@ from typing import Any, NewType
 import psycopg
 import sqlalchemy as sa
 
-from vetgateway.errors import StorageError
+from vetgateway.errors import StorageError, StorageUnavailable
 from vetgateway.store.bulk import bind_processor, numbered_rows
 from vetgateway.store.db import Database, PinnedConnection
 from vetgateway.store.models import InboundMessage, MessageStatus
@@ -504,6 +504,7 @@ class Inbox:
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._leaders = 0  # commit slots held: by leading threads, promoted ones, committer jobs
+        self._closed = False
         self._committer = ThreadPoolExecutor(self._slots, thread_name_prefix="inbox-commit")
         # Commit delay (``receive_async``): a committer job holding its slot while it waits for
         # company; ``_hurry`` ends the wait early.
@@ -517,9 +518,11 @@ class Inbox:
         self._pins = [PinnedConnection() for _ in range(self._slots)]
 
     def close(self) -> None:
-        """Finish the batches in hand and give the kept connections back; call once nothing
-        submits any more."""
+        """Commit every row already queued, answer its caller, and give the kept connections
+        back; call once the adapters stopped. A caller arriving later gets
+        ``StorageUnavailable``, so it does not acknowledge."""
         with self._lock:
+            self._closed = True
             self._hurry_delayed_batch()
         self._committer.shutdown(wait=True)
         with self._lock:
@@ -543,6 +546,7 @@ class Inbox:
         wake = _thread_event()
         pending = _Pending(self._row(raw, channel, peer, meta or MessageMeta()), wake)
         with self._lock:
+            self._refuse_if_closed()
             self._queue.append(pending)
             self._arrived(peer, time.monotonic())
             self._hurry_delayed_batch()
@@ -550,8 +554,8 @@ class Inbox:
             if lead:
                 self._leaders += 1
         while True:
-            if lead:
-                self._lead_one_batch()
+            if lead and self._lead_one_batch():
+                self._hand_slot_to_committer()
             wake.wait()
             with self._lock:
                 wake.clear()
@@ -595,6 +599,7 @@ class Inbox:
         )
         delay = 0.0
         with self._lock:
+            self._refuse_if_closed()
             self._queue.append(pending)
             now = time.monotonic()
             busy = now - self._arrived(peer, now) < BUSY_GAP * commit_delay
@@ -610,8 +615,13 @@ class Inbox:
             if delay:
                 self._committer.submit(self._lead_delayed_batch, delay)
             else:
-                self._committer.submit(self._lead_one_batch)
+                self._committer.submit(self._lead_batches)
         return await future
+
+    def _refuse_if_closed(self) -> None:
+        """Under ``_lock``: a row offered after ``close`` is refused before it is queued."""
+        if self._closed:
+            raise StorageUnavailable("the inbox is closed: the gateway is shutting down")
 
     def _arrived(self, peer: str, now: float) -> float:
         """Under ``_lock``: note a row from ``peer``; return when another peer's row came last."""
@@ -629,7 +639,23 @@ class Inbox:
         with self._lock:
             self._delaying = False
             self._hurry.clear()
-        self._lead_one_batch()
+        self._lead_batches()
+
+    def _lead_batches(self) -> None:
+        """A committer job: lead batches while asyncio callers wait, then free the slot. One
+        job drains a backlog: no hop to another job between batches, and ``close``, which
+        waits for the jobs, finds nothing left queued when they end."""
+        while self._lead_one_batch():
+            pass
+
+    def _hand_slot_to_committer(self) -> None:
+        """A leading thread whose slot is left to asyncio callers: a committer job takes it, so
+        the thread returns to its own caller; once ``close`` stopped the jobs, the thread
+        drains the queue itself."""
+        try:
+            self._committer.submit(self._lead_batches)
+        except RuntimeError:  # shut down: no job will start
+            self._lead_batches()
 
     def _hurry_delayed_batch(self) -> None:
         """Under ``_lock``: end a commit delay now (a caller that cannot wait has queued)."""
@@ -654,8 +680,10 @@ class Inbox:
             "attempts": 0,
         }
 
-    def _lead_one_batch(self) -> None:
-        """Commit one batch from the head of the queue, release its callers, pass the slot on."""
+    def _lead_one_batch(self) -> bool:
+        """Commit one batch from the head of the queue, release its callers, pass the slot on:
+        to the oldest waiting thread, or, when asyncio callers wait, back to the leader, which
+        returns True and must lead again (``_lead_batches``) or find a job that will."""
         with self._lock:
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
@@ -671,19 +699,18 @@ class Inbox:
                         settle.setdefault(p.loop, []).append(p)
                     elif p.wake is not None:
                         p.wake.set()
-                # The slot passes to the oldest waiting thread not already leading, or to a new
-                # committer job for waiting asyncio callers; with nobody waiting it is freed.
+                # The slot passes to the oldest waiting thread not already leading, or stays
+                # with this leader for waiting asyncio callers; with nobody waiting it is freed.
                 successor = next((p for p in self._queue if not p.promoted), None)
                 if successor is None:
                     self._leaders -= 1
                 elif successor.wake is not None:
                     successor.promoted = True
                     successor.wake.set()
-            if successor is not None and successor.wake is None:
-                self._committer.submit(self._lead_one_batch)
             for loop, pendings in settle.items():
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                     loop.call_soon_threadsafe(_settle, pendings)
+        return successor is not None and successor.wake is None
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
