@@ -169,7 +169,9 @@ class _BatchInsert:
             for index, name in enumerate(_COLUMNS)
             if (process := bind_processor(table.c[name], dialect)) is not None
         ]
-        mark = "%s" if self._pg else "?"
+        # PostgreSQL: one RawCursor serves the whole batch (see ``_cursor``), so its
+        # statements carry the server's own numbered placeholders.
+        first, second, third = ("$1", "$2", "$3") if self._pg else ("?", "?", "?")
         # SQLite, one row per statement. Its RETURNING subquery sees rows committed earlier and
         # those this transaction inserted in earlier statements.
         insert = (
@@ -187,10 +189,11 @@ class _BatchInsert:
         self._insert_envelope_less = insert
         self._find_original = (
             "SELECT id, received_at FROM inbound_messages"
-            f" WHERE sender = {mark} AND control_id = {mark} AND sha256 = {mark}"
+            f" WHERE sender = {first} AND control_id = {second} AND sha256 = {third}"
         )
         self._quarantine = (
-            f"UPDATE inbound_messages SET status = 'quarantined', error = {mark} WHERE id = {mark}"
+            f"UPDATE inbound_messages SET status = 'quarantined', error = {first}"
+            f" WHERE id = {second}"
         )
         self._received_at = table.c.received_at.type._cached_result_processor(dialect, None)
         # PostgreSQL: each placeholder cast to its column's type (without a length, so an
@@ -200,6 +203,9 @@ class _BatchInsert:
             *(re.sub(r"\(.*\)", "", table.c[name].type.compile(dialect)) for name in _COLUMNS),
             "integer",
         )
+        # The INSERT of each small batch size met so far: they recur, and the text of one is
+        # a few kB built from a few hundred pieces.
+        self._statements: dict[tuple[int, bool], str] = {}
 
     def is_one_flight(self, rows: list[dict[str, Any]]) -> bool:
         """Whether ``rows`` go out in one flight, committed by the server at its end
@@ -238,7 +244,7 @@ class _BatchInsert:
         """Insert ``rows`` and say what became of each. With ``one_flight`` (see
         ``is_one_flight``) the connection is in autocommit mode and the rows are committed
         once the INSERT's flight is back, before any resend is looked up."""
-        cursor = connection.cursor()
+        cursor = psycopg.RawCursor(connection) if self._pg else connection.cursor()
         try:
             receipts = []
             found = self._insert_rows(cursor, rows, one_flight=one_flight)
@@ -274,6 +280,7 @@ class _BatchInsert:
     ) -> list[tuple[MessageId | None, MessageId | None]]:
         """PostgreSQL: the whole batch in one statement (see the class docstring), on a
         ``RawCursor``: psycopg re-parses a ``%s`` statement of over 50 parameters every time.
+        The envelope locks go out on the same cursor; its results are the INSERT's, the last.
 
         In one flight with envelope locks to take, the lock and the INSERT are pipelined: both
         go out together and the server commits them as one implicit transaction at the
@@ -283,19 +290,18 @@ class _BatchInsert:
         committed while this one waited for its lock."""
         connection = cursor.connection
         locks = _envelope_locks(rows)
-        with psycopg.RawCursor(connection) as raw:
-            pipeline = connection.pipeline() if one_flight and locks else contextlib.nullcontext()
-            with pipeline:
-                if locks:
-                    cursor.execute(_LOCK_ENVELOPES, (_ENVELOPE_LOCKS, locks))
-                raw.execute(
-                    self._pg_statement(len(rows), enveloped=bool(locks)),
-                    [value for n, row in enumerate(rows) for value in (*self.params(row), n)],
-                    # psycopg prepares a statement from its fifth use, one plan per batch size
-                    # and connection: worth it for the small batches that recur, not large ones.
-                    prepare=None if len(rows) <= _PREPARED_BATCH_ROWS else False,
-                )
-            inserted = iter(sorted(raw.fetchall()))  # by id, which is batch order
+        pipeline = connection.pipeline() if one_flight and locks else contextlib.nullcontext()
+        with pipeline:
+            if locks:
+                cursor.execute(_LOCK_ENVELOPES, (_ENVELOPE_LOCKS, locks))
+            cursor.execute(
+                self._pg_statement(len(rows), enveloped=bool(locks)),
+                [value for n, row in enumerate(rows) for value in (*self.params(row), n)],
+                # psycopg prepares a statement from its fifth use, one plan per batch size
+                # and connection: worth it for the small batches that recur, not large ones.
+                prepare=None if len(rows) <= _PREPARED_BATCH_ROWS else False,
+            )
+        inserted = iter(sorted(cursor.fetchall()))  # by id, which is batch order
         first_in_batch: dict[tuple[str, str], MessageId] = {}
         found: list[tuple[MessageId | None, MessageId | None]] = []
         returned = next(inserted, None)
@@ -320,6 +326,16 @@ class _BatchInsert:
         return found
 
     def _pg_statement(self, count: int, *, enveloped: bool) -> str:
+        """``_build_pg_statement``, kept for the batch sizes that are also prepared."""
+        if count > _PREPARED_BATCH_ROWS:
+            return self._build_pg_statement(count, enveloped=enveloped)
+        statement = self._statements.get((count, enveloped))
+        if statement is None:
+            statement = self._build_pg_statement(count, enveloped=enveloped)
+            self._statements[count, enveloped] = statement
+        return statement
+
+    def _build_pg_statement(self, count: int, *, enveloped: bool) -> str:
         """One INSERT for ``count`` rows, inserted in batch order.
 
         A batch in which no row has both sender and control id (analyzers', plain text) can
@@ -388,7 +404,7 @@ _COLLISION_REASON = (
 # Serialises a batch with any other in flight that carries the same sender and control id (see
 # "Resends and collisions" above). The locks last until commit or rollback; taken in sorted
 # order, so two batches never wait for each other in a circle.
-_LOCK_ENVELOPES = "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::integer[]) AS k"
+_LOCK_ENVELOPES = "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::integer[]) AS k"
 
 
 def _envelope_locks(rows: list[dict[str, Any]]) -> list[int]:
