@@ -927,3 +927,44 @@ def test_a_closed_inbox_refuses_rows_so_nobody_acknowledges_them(db: Database) -
     assert inbox._queue == []
     with db.session(readonly=True) as s:
         assert list(s.scalars(sa.select(InboundMessage.raw))) == [b"before"]
+
+
+def test_a_committer_interrupted_mid_batch_leaves_no_caller_behind_it_waiting(
+    db: Database,
+) -> None:
+    """An interrupt (not an Exception) escaping a commit job: its caller is told the commit was
+    interrupted, and the rows queued behind it are still committed by another job."""
+    import asyncio
+
+    inbox = Inbox(db, max_batch=1, commit_slots=1)
+    gate = threading.Event()
+    commit = inbox._commit
+    calls = 0
+
+    def interrupted_first(rows: list[dict[str, Any]]) -> list[Receipt]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            gate.wait(30)
+            raise KeyboardInterrupt
+        return commit(rows)
+
+    inbox._commit = interrupted_first  # type: ignore[method-assign]
+
+    async def main() -> list[Receipt | BaseException]:
+        callers = [
+            asyncio.ensure_future(inbox.receive_async(f"row {n}".encode(), "mllp", "p"))
+            for n in range(3)
+        ]
+        await asyncio.sleep(0)
+        assert len(inbox._queue) == 2  # the first is in flight, held at the gate
+        gate.set()
+        return await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), 30)
+
+    first, *rest = asyncio.run(main())
+    inbox.close()
+    assert isinstance(first, StorageError)
+    assert [load(db, r.message_id).raw for r in rest if isinstance(r, Receipt)] == [
+        b"row 1",
+        b"row 2",
+    ]

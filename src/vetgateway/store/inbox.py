@@ -169,7 +169,7 @@ class _BatchInsert:
             for index, name in enumerate(_COLUMNS)
             if (process := bind_processor(table.c[name], dialect)) is not None
         ]
-        # PostgreSQL: one RawCursor serves the whole batch (see ``_cursor``), so its
+        # PostgreSQL: one RawCursor serves the whole batch (see ``__call__``), so its
         # statements carry the server's own numbered placeholders.
         first, second, third = ("$1", "$2", "$3") if self._pg else ("?", "?", "?")
         # SQLite, one row per statement. Its RETURNING subquery sees rows committed earlier and
@@ -703,9 +703,11 @@ class Inbox:
         with self._lock:
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
+        interrupted = True
         try:
             if batch:
                 self._commit_batch(batch)
+            interrupted = False
         finally:
             settle: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
             with self._lock:
@@ -726,7 +728,11 @@ class Inbox:
             for loop, pendings in settle.items():
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                     loop.call_soon_threadsafe(_settle, pendings)
-        return successor is not None and successor.wake is None
+            keep = successor is not None and successor.wake is None
+            if keep and interrupted:  # this leader is unwinding: a job leads for the waiting
+                with contextlib.suppress(RuntimeError):  # shut down: nothing more can start
+                    self._committer.submit(self._lead_batches)
+        return keep
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
