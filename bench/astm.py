@@ -409,13 +409,18 @@ async def serve(
     await close()
 
 
-def bare_main(control: Connection) -> None:
+def serve_protocol(
+    control: Connection,
+    factory: Callable[[], asyncio.Protocol],
+    count: Callable[[], dict[str, int]] = dict,
+) -> None:
+    """``serve`` a plain asyncio server of ``factory``'s protocols on a free local port."""
     server: asyncio.Server | None = None
 
     async def start() -> tuple[str, int]:
         nonlocal server
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(BareReceiver, "127.0.0.1", 0, backlog=256)
+        server = await loop.create_server(factory, "127.0.0.1", 0, backlog=256)
         host, port = server.sockets[0].getsockname()[:2]
         return host, port
 
@@ -423,13 +428,16 @@ def bare_main(control: Connection) -> None:
         assert server is not None
         server.close()
 
-    event_loop.run(serve(control, start, close, dict), LOOP)
+    event_loop.run(serve(control, start, close, count), LOOP)
+
+
+def bare_main(control: Connection) -> None:
+    serve_protocol(control, BareReceiver)
 
 
 def floor_main(control: Connection, database_url: str) -> None:
     """``CheckingReceiver`` on its own port; with a ``database_url``, storing each message in
     a real ``Inbox`` with the analyzer intake's commit delay."""
-    server: asyncio.Server | None = None
     inbox: Inbox | None = None
     db: Database | None = None
     if database_url:
@@ -444,17 +452,6 @@ def floor_main(control: Connection, database_url: str) -> None:
             lambda text: inbox.receive_async(text, "astm", "floor", commit_delay=COMMIT_DELAY)
         )
 
-    async def start() -> tuple[str, int]:
-        nonlocal server
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(receiver, "127.0.0.1", 0, backlog=256)
-        host, port = server.sockets[0].getsockname()[:2]
-        return host, port
-
-    async def close() -> None:
-        assert server is not None
-        server.close()
-
     def count() -> dict[str, int]:
         if db is None:
             return {}
@@ -463,7 +460,7 @@ def floor_main(control: Connection, database_url: str) -> None:
         return {"stored": int(stored or 0)}
 
     try:
-        event_loop.run(serve(control, start, close, count), LOOP)
+        serve_protocol(control, receiver, count)
     finally:
         if inbox is not None:
             inbox.close()
