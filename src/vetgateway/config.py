@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +26,8 @@ from pydantic_settings import (
 from vetgateway.analyzers.config import AnalyzerConfig, ContactConfig
 from vetgateway.errors import ConfigError
 from vetgateway.event_loop import EventLoopChoice
+from vetgateway.pipeline.mapping import source_key
+from vetgateway.pipeline.parse.sources import PmsIdFrom, PmsIdRule, SourceProfile, SourceProfiles
 
 ENV_PREFIX = "VETGATEWAY_"
 
@@ -87,6 +89,58 @@ def host_zone() -> tzinfo:
             return ZoneInfo.from_file(data, key="localtime")
     except (OSError, ZoneInfoNotFoundError, ValueError):
         return UTC
+
+
+class Hl7SourceConfig(BaseModel):
+    """How one HL7 sender's messages are read where HL7 leaves it to local agreement
+    (``pipeline/parse/sources.py``). In the TOML file::
+
+        [[hl7_sources]]
+        source = "IDEXX"               # MSH-4's namespace id, else MSH-3's (as code maps name it)
+        timezone = "America/New_York"  # its times without an offset; empty: the gateway's
+        pms_id = "authority"           # type_code (default), untyped or authority
+        pms_id_authority = "SMITHVET"  # for authority: the assigning authority (CX-4) of ours
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(min_length=1, max_length=64)
+    timezone: str = ""
+    pms_id: PmsIdFrom = "type_code"
+    pms_id_authority: str = Field(default="", max_length=227)
+
+    @field_validator("source")
+    @classmethod
+    def _as_maps_name_it(cls, value: str) -> str:
+        key = source_key(value, "")
+        if not key or key != value.strip().upper():
+            raise ValueError(
+                f"source {value!r}: one name as MSH-4's (or MSH-3's) first component sends it,"
+                " such as IDEXX"
+            )
+        return key
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value:
+            _zone_named(value)
+        return value
+
+    @model_validator(mode="after")
+    def _authority_named(self) -> Hl7SourceConfig:
+        if (self.pms_id == "authority") != bool(self.pms_id_authority.strip()):
+            raise ValueError(
+                f"source {self.source!r}: pms_id_authority is set exactly when pms_id is"
+                ' "authority"'
+            )
+        return self
+
+    def profile(self) -> SourceProfile:
+        return SourceProfile(
+            zone=_zone_named(self.timezone) if self.timezone else None,
+            pms_id=PmsIdRule(self.pms_id, self.pms_id_authority.strip()),
+        )
 
 
 class Settings(BaseSettings):
@@ -184,6 +238,8 @@ class Settings(BaseSettings):
     silence_check_seconds: float = Field(default=30.0, gt=0)
     # Matching by patient identifiers only considers orders placed this many days before a report.
     match_window_days: int = Field(default=30, ge=1, le=3650)
+    # HL7 senders read other than by default: their time zone, which identifier is the PMS id.
+    hl7_sources: tuple[Hl7SourceConfig, ...] = ()
 
     @field_validator("database_url")
     @classmethod
@@ -235,6 +291,13 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _hl7_sources_distinct(self) -> Settings:
+        sources = [s.source for s in self.hl7_sources]
+        if len(set(sources)) != len(sources):
+            raise ValueError(f"{ENV_PREFIX}HL7_SOURCES: two entries name the same source")
+        return self
+
+    @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
         if (self.mllp_tls_cert is None) != (self.mllp_tls_key is None):
             raise ValueError(f"{ENV_PREFIX}MLLP_TLS_CERT and {ENV_PREFIX}MLLP_TLS_KEY go together")
@@ -251,6 +314,11 @@ class Settings(BaseSettings):
     def zone(self) -> tzinfo:
         """The clinic's time zone: ``timezone``, else this host's (``host_zone``)."""
         return _zone_named(self.timezone) if self.timezone else host_zone()
+
+    @property
+    def source_profiles(self) -> SourceProfiles:
+        """``hl7_sources`` as the parsers take them."""
+        return SourceProfiles({s.source: s.profile() for s in self.hl7_sources})
 
     @property
     def opening_hours_zone(self) -> tzinfo:

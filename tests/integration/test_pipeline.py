@@ -653,6 +653,52 @@ def test_result_times_without_an_offset_are_stored_as_the_clinics_local_time(
     assert first["observed_at"] == "2026-11-26T17:30:00Z"
 
 
+def test_a_lab_configured_to_send_our_pms_id_untyped_is_matched_by_it_in_its_zone(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """``VETGATEWAY_HL7_SOURCES`` reaches the parser: a lab that puts its own patient number in
+    PID-3 typed PI and echoes the clinic's bare is matched by the clinic's number once it is
+    configured so, and its times are read in its own zone; the same message from a lab not
+    configured is left to the unmatched queue rather than filed under the lab's number."""
+    order_id = harness.order("O-77", patient_pms_id="PMS-4711")
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=harness.db.url,
+        broker_queue="test.sources",
+        timezone="America/Chicago",
+        hl7_sources=[
+            {"source": "EXAMPLE_REFLAB", "timezone": "America/New_York", "pms_id": "untyped"}
+        ],
+    )
+    pipeline = Pipeline(settings, harness.db, dispatch=False, work=False)
+    ours_bare = b"L-77^^^EXAMPLE_REFLAB^PI~PMS-4711"
+    try:
+        ids = [
+            int(
+                harness.inbox.accept(
+                    vet_oru(f"S{n}", accession=f"LAB-{n}", facility=facility).replace(
+                        b"PMS-4711^^^CLINIC^PI", ours_bare
+                    ),
+                    "t",
+                    "p",
+                )
+            )
+            for n, facility in enumerate(("EXAMPLE_REFLAB", "OTHERLAB"))
+        ]
+        outcomes = pipeline.processor.process_batch(ids)
+    finally:
+        pipeline.stop()
+    assert outcomes == {ids[0]: Outcome.PROCESSED, ids[1]: Outcome.UNMATCHED}
+    configured, other = sorted(harness.reports(), key=lambda r: r.accession_number or "")
+    assert configured.order_id == order_id
+    assert configured.match_rule == "pms_id"
+    assert configured.patient_pms_id == "PMS-4711"
+    assert configured.observed_at == datetime(2026, 11, 26, 16, 30, tzinfo=UTC)  # 11:30 EST
+    assert other.order_id is None
+    assert other.patient_pms_id == "L-77"
+    assert other.observed_at == datetime(2026, 11, 26, 17, 30, tzinfo=UTC)  # the gateway's CST
+
+
 CRITICAL_K = (("K", "Potassium", "8.1", "mEq/L", "3.5-5.8", "H"),)
 
 

@@ -70,6 +70,7 @@ from vetgateway.pipeline.matching import (
 )
 from vetgateway.pipeline.parse.orm import OrderIn, parse_order_message
 from vetgateway.pipeline.parse.results import parse_results
+from vetgateway.pipeline.parse.sources import NO_PROFILES, SourceProfiles
 from vetgateway.pipeline.rematch import rematch_for_order
 from vetgateway.pipeline.species import species_word
 from vetgateway.store import work_queue
@@ -182,7 +183,8 @@ class MessageProcessor:
     so a mapping added through ``vetgateway catalogue load`` applies without a restart.
     ``write_chunk`` caps the messages per write transaction (default: ``SQLITE_WRITE_CHUNK`` on
     SQLite, the whole batch elsewhere). ``zone`` is the clinic's time zone, in which times
-    without an offset are read (``Settings.zone``).
+    without an offset are read (``Settings.zone``); ``profiles`` are the HL7 senders configured
+    otherwise (``Settings.hl7_sources``: their own zone, which identifier is the PMS id).
     """
 
     def __init__(
@@ -196,9 +198,11 @@ class MessageProcessor:
         clock: Callable[[], datetime] = utcnow,
         write_chunk: int | None = None,
         zone: tzinfo = UTC,
+        profiles: SourceProfiles = NO_PROFILES,
     ) -> None:
         self._db = db
         self._zone = zone
+        self._profiles = profiles
         self._write_chunk = write_chunk or (
             SQLITE_WRITE_CHUNK if db.dialect == "sqlite" else sys.maxsize
         )
@@ -279,9 +283,11 @@ class MessageProcessor:
         """The pure stages for one message."""
         try:
             if _message_type(message_type) in _ORDER_TYPES:
-                orders = parse_order_message(raw, zone=self._zone)
+                orders = parse_order_message(raw, zone=self._zone, profiles=self._profiles)
                 return _Prepared(message_id, received_at, orders=orders)
-            parsed = parse_results(raw, message_type, meta or {}, zone=self._zone)
+            parsed = parse_results(
+                raw, message_type, meta or {}, zone=self._zone, profiles=self._profiles
+            )
         except ParseError as exc:
             return _Prepared(message_id, received_at, refused=f"parse error: {exc}")
         maps = self.tables().mapping

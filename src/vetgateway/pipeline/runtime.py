@@ -64,12 +64,22 @@ class Pipeline:
             log.info(
                 "times without an offset are read in the clinic's zone", extra={"zone": str(zone)}
             )
+            for source in settings.hl7_sources:
+                log.info(
+                    "an HL7 source is read by its own rules",
+                    extra={
+                        "source": source.source,
+                        "zone": source.timezone or str(zone),
+                        "pms_id": source.pms_id,
+                    },
+                )
         self.processor = MessageProcessor(
             db,
             match_window=timedelta(days=settings.match_window_days),
             alert_merge=timedelta(minutes=settings.alert_merge_minutes),
             default_clinic=settings.default_clinic,
             zone=zone,
+            profiles=settings.source_profiles,
         )
         self.actors = PipelineActors(
             self.broker, db, self.processor, retry, queue=settings.broker_queue

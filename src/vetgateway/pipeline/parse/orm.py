@@ -55,6 +55,7 @@ from vetgateway.errors import ParseError
 from vetgateway.model import Sex
 from vetgateway.pipeline.parse.er7 import Segment, parse_er7
 from vetgateway.pipeline.parse.pid import read_patient
+from vetgateway.pipeline.parse.sources import NO_PROFILES, PmsIdRule, SourceProfiles
 from vetgateway.pipeline.parse.values import parse_datetime
 from vetgateway.pipeline.species import species_word
 
@@ -189,11 +190,11 @@ def _identifier(seg: Segment, n: int, field: str, *, c: int = 1, rep: int = 1) -
     return value
 
 
-def _patient(pid: Segment) -> _Patient:
+def _patient(pid: Segment, pms_id: PmsIdRule) -> _Patient:
     """PID read as for results (``parse/pid.py``), fitted to the order's columns: identifiers
     longer than their column are refused (a cut identifier would match the wrong animal),
     names are cut to fit."""
-    ref = read_patient(pid)
+    ref = read_patient(pid, pms_id)
     for field, value in (("patient_pms_id", ref.pms_id), ("patient_microchip", ref.microchip)):
         limit = FIELD_LIMITS[field]
         if value is not None and len(value) > limit:
@@ -320,10 +321,13 @@ def _merged(orders: list[OrderIn]) -> tuple[OrderIn, ...]:
     return tuple(by_key.values())
 
 
-def parse_order_message(raw: bytes, *, zone: tzinfo = UTC) -> tuple[OrderIn, ...]:
+def parse_order_message(
+    raw: bytes, *, zone: tzinfo = UTC, profiles: SourceProfiles = NO_PROFILES
+) -> tuple[OrderIn, ...]:
     """Parse one ORM^O01 or OML^O21; raise ``ParseError`` naming segment and field if unusable.
 
-    Returns the orders in message order, at least one. Times without an offset are in ``zone``.
+    Returns the orders in message order, at least one. Times without an offset are in the
+    sender's zone (``profiles``), else in ``zone``; the PMS id is found by the sender's rule.
     """
     message = parse_er7(raw)
     msh = message.segments[0]
@@ -336,6 +340,8 @@ def parse_order_message(raw: bytes, *, zone: tzinfo = UTC) -> tuple[OrderIn, ...
             location=msh.location(9),
         )
     source = _source(msh)
+    profile = profiles.for_sender(msh.component(4, 1), msh.component(3, 1))
+    zone = profile.zone or zone
     sent_at = parse_datetime(msh.component(7, 1), zone)
     patients: list[_Patient] = [_Patient()]
     groups: list[_Group] = []
@@ -343,7 +349,7 @@ def parse_order_message(raw: bytes, *, zone: tzinfo = UTC) -> tuple[OrderIn, ...
     for seg in message.segments[1:]:
         name = seg.name
         if name == "PID":
-            patients.append(_patient(seg))
+            patients.append(_patient(seg, profile.pms_id))
             current = None
         elif name == "NK1":
             relation = seg.component(3, 1).strip().upper()

@@ -15,8 +15,10 @@ Decisions, each one a place a lab may disagree with us:
   (SFT, PV1, TQ1, SPM, CTI, Z…) are skipped.
 - **Identifiers.** PID-2, PID-3 and PID-4 repetitions are all kept with authority and type code.
   PMS id: the first of type PI or PT, else the first MR (at a practice the medical record number
-  is the PMS patient number). Microchip: type MC (note: HL7 table 0203 defines MC as a Medicare
-  number; vet labs use it for the chip) or any value of exactly 15 digits (ISO 11784/11785).
+  is the PMS patient number), unless the sender is configured otherwise (``parse/sources.py``:
+  the identifier with no type code, or the one from a named assigning authority). Microchip:
+  type MC (note: HL7 table 0203 defines MC as a Medicare number; vet labs use it for the chip)
+  or any value of exactly 15 digits (ISO 11784/11785).
 - **Name and owner.** PID-5, the first repetition with a family or given name. Vet labs write
   ``OwnerSurname^AnimalName``, so the animal's name is the given name (the family name when no
   given name is sent) and the owner surname is the family name of NK1 with relationship ``OWN``
@@ -31,7 +33,8 @@ Decisions, each one a place a lab may disagree with us:
 - **Accession**: OBR-18 (placer field 1), else OBR-20 (filler field 1), else the filler number.
 - **Timestamps** (TS/DTM, ``YYYY[MM[DD[HH[MM[SS[.S…]]]]]][+/-ZZZZ]``): missing parts are the
   earliest; a timestamp without an offset is the sender's local time (HL7 v2), read in the
-  ``zone`` given (the clinic's, ``VETGATEWAY_TIMEZONE``; UTC if none); an invalid one is None.
+  sender's zone where one is configured (``parse/sources.py``), else in the ``zone`` given (the
+  clinic's, ``VETGATEWAY_TIMEZONE``; UTC if none); an invalid one is None.
 - **Numbers**: ``[<|>|<=|>=|=] number`` in NM, ST and SN; SN components
   ``comparator^num1^separator^num2`` with a ratio or range leaving ``value_numeric`` None. Anything
   else keeps its text with ``value_numeric`` None.
@@ -72,6 +75,7 @@ from vetgateway.pipeline.parse.demographics import demographic_kind
 from vetgateway.pipeline.parse.er7 import Segment, parse_er7
 from vetgateway.pipeline.parse.obx import read_coded, read_observation, with_comments
 from vetgateway.pipeline.parse.pid import read_patient
+from vetgateway.pipeline.parse.sources import NO_PROFILES, SourceProfiles
 from vetgateway.pipeline.parse.values import TimestampMemo
 
 __all__ = ["parse_oru"]
@@ -212,9 +216,12 @@ def _finish(group: _PatientGroup, timestamps: TimestampMemo) -> list[Report]:
     return [_report(b, patient, timestamps) for b in group.reports]
 
 
-def parse_oru(raw: bytes, *, zone: tzinfo = UTC) -> ParsedMessage:
+def parse_oru(
+    raw: bytes, *, zone: tzinfo = UTC, profiles: SourceProfiles = NO_PROFILES
+) -> ParsedMessage:
     """Parse one ORU^R01 message; raise ``ParseError`` naming segment and field if unusable.
-    Timestamps without an offset are in ``zone`` (``values.parse_datetime``)."""
+    Timestamps without an offset are in the sender's zone (``profiles``), else in ``zone``
+    (``values.parse_datetime``); the PMS id is found by the sender's rule."""
     message = parse_er7(raw)
     msh = message.segments[0]
     code = msh.component(9, 1).strip().upper()
@@ -224,7 +231,10 @@ def parse_oru(raw: bytes, *, zone: tzinfo = UTC) -> ParsedMessage:
             f"message type is {msh.field(9)!r}, not ORU^R01; only results are parsed here",
             location=msh.location(9),
         )
-    timestamps = TimestampMemo(zone)
+    sending_application = msh.component(3, 1).strip()
+    sending_facility = msh.component(4, 1).strip()
+    profile = profiles.for_sender(sending_facility, sending_application)
+    timestamps = TimestampMemo(profile.zone or zone)
     reports: list[Report] = []
     message_comments: list[str] = []
     group = _PatientGroup(_NO_PATIENT)
@@ -266,7 +276,7 @@ def parse_oru(raw: bytes, *, zone: tzinfo = UTC) -> ParsedMessage:
             notes = report.comments
         elif name == "PID":
             reports.extend(_finish(group, timestamps))
-            group = _PatientGroup(read_patient(seg))
+            group = _PatientGroup(read_patient(seg, profile.pms_id))
             notes = group.comments
             orc = report = None
         elif name == "ORC":
@@ -280,8 +290,8 @@ def parse_oru(raw: bytes, *, zone: tzinfo = UTC) -> ParsedMessage:
     reports.extend(_finish(group, timestamps))
     parsed = _MessageDraft()
     parsed.control_id = msh.field(10).strip()
-    parsed.sending_application = msh.component(3, 1).strip()
-    parsed.sending_facility = msh.component(4, 1).strip()
+    parsed.sending_application = sending_application
+    parsed.sending_facility = sending_facility
     parsed.message_type = msh.field(9).strip()
     parsed.version = msh.component(12, 1).strip()
     parsed.reports = tuple(reports)

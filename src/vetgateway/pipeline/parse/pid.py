@@ -11,6 +11,7 @@ from typing import Final
 from vetgateway.model import Coded, Identifier, PatientRef, Sex
 from vetgateway.pipeline.parse.er7 import Segment
 from vetgateway.pipeline.parse.obx import read_coded
+from vetgateway.pipeline.parse.sources import PmsIdRule
 from vetgateway.pipeline.parse.values import parse_date
 
 __all__ = ["read_patient"]
@@ -97,18 +98,20 @@ def _name(pid: Segment) -> tuple[str | None, str | None]:
     return None, None
 
 
-def read_patient(pid: Segment) -> PatientRef:
-    """The animal as PID identifies it (rules in ``parse/oru.py``'s module docstring)."""
+_BY_TYPE_CODE: Final = PmsIdRule()
+
+
+def read_patient(pid: Segment, pms_id: PmsIdRule = _BY_TYPE_CODE) -> PatientRef:
+    """The animal as PID identifies it (rules in ``parse/oru.py``'s module docstring); which
+    identifier is the PMS id is the source's rule (``parse/sources.py``)."""
     identifiers = _identifiers(pid)
-    by_type = [i for i in identifiers if i.type_code in ("PI", "PT")]
-    by_type = by_type or [i for i in identifiers if i.type_code == "MR"]
     chips = [
         i for i in identifiers if i.type_code == "MC" or _MICROCHIP.fullmatch(i.value) is not None
     ]
     family, given = _name(pid)
     sex_code = pid.component(8, 1).strip().upper()
     patient = _PatientDraft()
-    patient.pms_id = by_type[0].value if by_type else None
+    patient.pms_id = pms_id.pick(identifiers)
     patient.microchip = chips[0].value if chips else None
     patient.identifiers = tuple(identifiers)
     patient.name = given or family

@@ -19,6 +19,7 @@ from vetgateway.errors import ParseError
 from vetgateway.model import QcRun, Report
 from vetgateway.pipeline.mapping import source_key
 from vetgateway.pipeline.parse.oru import parse_oru
+from vetgateway.pipeline.parse.sources import NO_PROFILES, SourceProfiles
 
 __all__ = ["ANALYZER_TYPES", "ParsedResults", "parse_results"]
 
@@ -44,10 +45,15 @@ def _meta_id(meta: Mapping[str, Any], key: str) -> uuid.UUID | None:
 
 
 def parse_results(
-    raw: bytes, message_type: str | None, meta: Mapping[str, Any], *, zone: tzinfo = UTC
+    raw: bytes,
+    message_type: str | None,
+    meta: Mapping[str, Any],
+    *,
+    zone: tzinfo = UTC,
+    profiles: SourceProfiles = NO_PROFILES,
 ) -> ParsedResults:
     """Parse with the parser the message type (and, for analyzers, the driver) calls for;
-    times without an offset are in ``zone``.
+    times without an offset are in ``zone``, or an HL7 sender's own (``profiles``).
 
     Raises ``ParseError`` for content nothing can be made of, including an analyzer message with
     neither results, control runs nor a query (a query alone is answered on the line already).
@@ -65,7 +71,7 @@ def parse_results(
             device_id=_meta_id(meta, "device_id"),
             clinic_id=_meta_id(meta, "clinic_id"),
         )
-    parsed = parse_oru(raw, zone=zone)
+    parsed = parse_oru(raw, zone=zone, profiles=profiles)
     if not parsed.reports:
         raise ParseError("the message carries no report: no OBR segment", location="OBR")
     return ParsedResults(
