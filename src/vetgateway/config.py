@@ -28,6 +28,7 @@ from vetgateway.errors import ConfigError
 from vetgateway.event_loop import EventLoopChoice
 from vetgateway.pipeline.mapping import source_key
 from vetgateway.pipeline.parse.sources import PmsIdFrom, PmsIdRule, SourceProfile, SourceProfiles
+from vetgateway.zones import zone_named
 
 ENV_PREFIX = "VETGATEWAY_"
 
@@ -58,16 +59,6 @@ class _TomlFileSource(PydanticBaseSettingsSource):
 
 
 _LOCALTIME = Path("/etc/localtime")
-
-
-def _zone_named(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"{name!r} is not a time zone name; use an IANA name such as America/Chicago or"
-            " Europe/Berlin, or leave it empty for this host's zone"
-        ) from None
 
 
 def host_zone() -> tzinfo:
@@ -124,7 +115,7 @@ class Hl7SourceConfig(BaseModel):
     @classmethod
     def _known_zone(cls, value: str) -> str:
         if value:
-            _zone_named(value)
+            zone_named(value)
         return value
 
     @model_validator(mode="after")
@@ -138,7 +129,7 @@ class Hl7SourceConfig(BaseModel):
 
     def profile(self) -> SourceProfile:
         return SourceProfile(
-            zone=_zone_named(self.timezone) if self.timezone else None,
+            zone=zone_named(self.timezone) if self.timezone else None,
             pms_id=PmsIdRule(self.pms_id, self.pms_id_authority.strip()),
         )
 
@@ -259,7 +250,7 @@ class Settings(BaseSettings):
     @classmethod
     def _known_zone(cls, value: str) -> str:
         if value:
-            _zone_named(value)
+            zone_named(value)
         return value
 
     @field_validator("log_level")
@@ -313,18 +304,19 @@ class Settings(BaseSettings):
     @property
     def zone(self) -> tzinfo:
         """The clinic's time zone: ``timezone``, else this host's (``host_zone``)."""
-        return _zone_named(self.timezone) if self.timezone else host_zone()
+        return zone_named(self.timezone) if self.timezone else host_zone()
 
     @property
     def source_profiles(self) -> SourceProfiles:
-        """``hl7_sources`` as the parsers take them."""
-        return SourceProfiles({s.source: s.profile() for s in self.hl7_sources})
+        """``hl7_sources`` and the analyzers' own zones, as the parsers take them."""
+        return SourceProfiles(
+            {s.source: s.profile() for s in self.hl7_sources},
+            {a.name: zone_named(a.timezone) for a in self.analyzers if a.timezone},
+        )
 
     @property
     def opening_hours_zone(self) -> tzinfo:
-        return (
-            _zone_named(self.opening_hours_timezone) if self.opening_hours_timezone else self.zone
-        )
+        return zone_named(self.opening_hours_timezone) if self.opening_hours_timezone else self.zone
 
     @property
     def is_embedded_database(self) -> bool:

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -243,6 +244,44 @@ def test_replaying_a_message_from_an_unknown_sender_attributes_it_to_the_analyze
     assert reports
     assert {r.device_id for r in reports} == {views["Chemistry"].id}
     assert [run.device_id for run in rows(db, m.QcRun)] == [views["Chemistry"].id]
+
+
+def test_an_analyzer_in_another_zone_has_its_results_stored_at_the_right_instant(
+    db: Database,
+) -> None:
+    """A group's gateway in Chicago takes an analyzer whose clock is on Denver time: its
+    ``timezone`` reaches the pipeline through the device its stored message names, so the
+    results are stored an hour later than the gateway's zone would have them."""
+    from vetgateway.config import Settings
+    from vetgateway.pipeline.process import MessageProcessor
+    from vetgateway.store.devices import device_meta
+
+    chicago = ZoneInfo("America/Chicago")
+    raw = (
+        (Path(__file__).parent.parent / "fixtures" / "astm" / "written")
+        .joinpath("horiba_style_cbc_two_patients.astm")
+        .read_bytes()
+    )
+    denver = CHEM.model_copy(update={"timezone": "America/Denver"})
+    views = sync(db, (denver,))
+    meta = MessageMeta(
+        sender="Chemistry", message_type="ASTM", extra=device_meta(views["Chemistry"], None)
+    )
+    inbox = Inbox(db)
+    try:
+        message_id = int(inbox.accept(raw, "astm", "peer", meta))
+    finally:
+        inbox.close()
+    profiles = Settings(analyzers=(denver,)).source_profiles
+    MessageProcessor(db, zone=chicago, profiles=profiles).process_batch([message_id])
+    stored = sorted(r.observed_at for r in rows(db, m.DiagnosticReport))
+    expected = sorted(
+        report.observed_at + timedelta(hours=1)
+        for report in DRIVERS["generic_astm"].parse(raw, zone=chicago).reports
+        if report.observed_at is not None
+    )
+    assert stored
+    assert stored == expected
 
 
 def test_last_seen_only_moves_forward(db: Database) -> None:

@@ -196,3 +196,39 @@ def test_a_bad_source_entry_stops_start_up_naming_it(
 
 def test_no_sources_means_the_default_rules_everywhere() -> None:
     assert Settings().source_profiles.for_sender("ANY", "LIS") == SourceProfile()
+
+
+# --- analyzers -----------------------------------------------------------------------------------
+
+ASTM = Path(__file__).parent.parent / "fixtures" / "astm" / "written"
+
+
+def test_an_analyzer_with_a_zone_of_its_own_is_read_in_it() -> None:
+    raw = (ASTM / "horiba_style_cbc_two_patients.astm").read_bytes()
+    meta = {"driver": "generic_astm", "device": "Denver chemistry"}
+    denver = SourceProfiles(analyzer_zones={"Denver chemistry": ZoneInfo("America/Denver")})
+    chicago = ZoneInfo("America/Chicago")
+    own = parse_results(raw, "ASTM", meta, zone=chicago, profiles=denver).reports
+    gateways = parse_results(raw, "ASTM", meta, zone=chicago).reports
+    other = parse_results(raw, "ASTM", meta | {"device": "Other"}, zone=chicago, profiles=denver)
+    assert own
+    for mine, plain, elsewhere in zip(own, gateways, other.reports, strict=True):
+        assert mine.observed_at is not None
+        assert plain.observed_at is not None
+        # The same wall time one zone further west (Mountain, not Central): an hour later.
+        assert (mine.observed_at - plain.observed_at).total_seconds() == 3600
+        assert elsewhere.observed_at == plain.observed_at
+
+
+def test_an_analyzers_zone_comes_from_its_config_entry() -> None:
+    settings = Settings(
+        analyzers=[
+            {"name": "Denver chemistry", "sender_id": "C1", "timezone": "America/Denver"},
+            {"name": "Local haematology", "sender_id": "H1"},
+        ]
+    )
+    assert settings.source_profiles.analyzer_zones == {
+        "Denver chemistry": ZoneInfo("America/Denver")
+    }
+    with pytest.raises(ConfigError, match=r"VETGATEWAY_ANALYZERS\.0\.TIMEZONE: 'Denver'"):
+        load_settings(analyzers=[{"name": "A", "sender_id": "C1", "timezone": "Denver"}])

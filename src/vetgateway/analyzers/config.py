@@ -11,6 +11,7 @@ One entry is one device row (``store.devices.sync_devices`` keeps the table in s
     connection = "listener"           # dials in to port 5001; told apart by its H-record sender id
     sender_id = "CHEM1"
     quiet_minutes = 120               # silence watch: alert IT after two quiet opening hours
+    timezone = "America/Denver"       # its clock's zone, when not the gateway's
 
     [[analyzers]]
     name = "Haematology"
@@ -34,7 +35,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vetgateway.zones import zone_named
 
 __all__ = ["AnalyzerConfig", "ContactConfig"]
 
@@ -62,6 +65,17 @@ class AnalyzerConfig(BaseModel):
     rtscts: bool = False
     # silence watch: alert when nothing came for this long during opening hours (None: never)
     quiet_minutes: float | None = Field(default=None, gt=0)
+    # The zone its clock is set to (an IANA name); empty: the gateway's (VETGATEWAY_TIMEZONE).
+    # An analyzer prints local times without an offset, so one in another clinic's zone than
+    # the gateway's is read hours off unless this says where it stands.
+    timezone: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value:
+            zone_named(value)
+        return value
 
     @model_validator(mode="after")
     def _stopbits(self) -> AnalyzerConfig:

@@ -53,14 +53,15 @@ def parse_results(
     profiles: SourceProfiles = NO_PROFILES,
 ) -> ParsedResults:
     """Parse with the parser the message type (and, for analyzers, the driver) calls for;
-    times without an offset are in ``zone``, or an HL7 sender's own (``profiles``).
+    times without an offset are in ``zone``, or the sender's own (``profiles``: an HL7 source's,
+    or an analyzer's by the device its meta names).
 
     Raises ``ParseError`` for content nothing can be made of, including an analyzer message with
     neither results, control runs nor a query (a query alone is answered on the line already).
     """
     if (message_type or "") in ANALYZER_TYPES:
         driver = driver_named(meta.get("driver"), error=ParseError)
-        message = driver.parse(raw, zone=zone)
+        message = driver.parse(raw, zone=profiles.analyzer_zone(meta.get("device")) or zone)
         if not (message.reports or message.qc_runs or message.queries):
             raise ParseError("the message carries no result, control run or query")
         sender = message.sender or str(meta.get("sender_id") or "")

@@ -11,13 +11,15 @@ the right time:
   number wherever the two numbering schemes overlap.
 - **Whose clock a time without an offset is read on.** HL7 says the sender's local time; a
   reference lab in another time zone than the clinic sends times that are hours off unless its
-  zone is known.
+  zone is known. So does an analyzer (which never sends an offset) in another clinic's zone
+  than the gateway's.
 
 A rule *replaces* the default rather than adding to it: a source configured to put the PMS id
 under an authority gives none when a message lacks it, so the report is matched by microchip or
 accession, or waits in the unmatched queue, instead of taking the lab's own number for ours.
 
-Pure data and lookups; ``config.Hl7SourceConfig`` is where operators write them.
+Pure data and lookups; ``config.Hl7SourceConfig`` and ``AnalyzerConfig.timezone`` are where
+operators write them.
 """
 
 from __future__ import annotations
@@ -89,16 +91,23 @@ DEFAULT_PROFILE: Final = SourceProfile()
 
 @dataclass(frozen=True, slots=True)
 class SourceProfiles:
-    """Profiles by source, the key code maps use too (``mapping.source_key``: MSH-4's namespace
-    id, else MSH-3's, upper case). A source without one is read by ``DEFAULT_PROFILE``."""
+    """HL7 profiles by source, the key code maps use too (``mapping.source_key``: MSH-4's
+    namespace id, else MSH-3's, upper case); a source without one is read by
+    ``DEFAULT_PROFILE``. And the zones of analyzers whose clocks are not on the gateway's, by
+    the device name their stored messages carry (``store.devices.device_meta``)."""
 
     by_source: Mapping[str, SourceProfile] = field(default_factory=dict)
+    analyzer_zones: Mapping[str, tzinfo] = field(default_factory=dict)
 
     def for_sender(self, sending_facility: str, sending_application: str) -> SourceProfile:
         if not self.by_source:
             return DEFAULT_PROFILE
         key = source_key(sending_facility, sending_application)
         return self.by_source.get(key, DEFAULT_PROFILE)
+
+    def analyzer_zone(self, device: object) -> tzinfo | None:
+        """The zone of the analyzer named ``device``, or None: the gateway's."""
+        return self.analyzer_zones.get(device) if isinstance(device, str) else None
 
 
 NO_PROFILES: Final = SourceProfiles()
