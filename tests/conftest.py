@@ -110,3 +110,12 @@ def pg_cluster() -> Iterator[PostgresCluster]:
     """A private PostgreSQL cluster this test may stop and restart (see ``tests/pgcluster.py``)."""
     with private_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No VETGATEWAY_* from the surroundings leaks into the settings under test."""
+    for name in list(os.environ):
+        if name.startswith("VETGATEWAY_"):
+            monkeypatch.delenv(name)
+    return monkeypatch

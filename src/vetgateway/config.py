@@ -28,7 +28,7 @@ from vetgateway.errors import ConfigError
 from vetgateway.event_loop import EventLoopChoice
 from vetgateway.pipeline.mapping import source_key
 from vetgateway.pipeline.parse.sources import PmsIdFrom, PmsIdRule, SourceProfile, SourceProfiles
-from vetgateway.zones import zone_named
+from vetgateway.zones import ZoneName, zone_named
 
 ENV_PREFIX = "VETGATEWAY_"
 
@@ -96,7 +96,7 @@ class Hl7SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str = Field(min_length=1, max_length=64)
-    timezone: str = ""
+    timezone: ZoneName = ""
     pms_id: PmsIdFrom = "type_code"
     pms_id_authority: str = Field(default="", max_length=227)
 
@@ -110,13 +110,6 @@ class Hl7SourceConfig(BaseModel):
                 " such as IDEXX"
             )
         return key
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        if value:
-            zone_named(value)
-        return value
 
     @model_validator(mode="after")
     def _authority_named(self) -> Hl7SourceConfig:
@@ -151,7 +144,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # The clinic's time zone (an IANA name: "America/Chicago"); empty: this host's. Times that
     # carry no offset (analyzers' clocks always, HL7 often) are read in it; see ``zone``.
-    timezone: str = ""
+    timezone: ZoneName = ""
     # auto: uvloop where installed, else asyncio's loop (see event_loop.py)
     event_loop: EventLoopChoice = "auto"
     # HL7 v2 over MLLP (see adapters/mllp/server.py for what each limit guards against)
@@ -225,7 +218,7 @@ class Settings(BaseSettings):
     analyzers: tuple[AnalyzerConfig, ...] = ()
     it_contacts: tuple[ContactConfig, ...] = ()
     opening_hours: str = ""
-    opening_hours_timezone: str = ""  # empty: ``timezone``
+    opening_hours_timezone: ZoneName = ""  # empty: ``timezone``
     silence_check_seconds: float = Field(default=30.0, gt=0)
     # Matching by patient identifiers only considers orders placed this many days before a report.
     match_window_days: int = Field(default=30, ge=1, le=3650)
@@ -244,13 +237,6 @@ class Settings(BaseSettings):
     def _known_broker(cls, value: str) -> str:
         if value and not value.startswith(("amqp://", "amqps://", "redis://", "rediss://")):
             raise ValueError("must be empty (in-process), amqp://… (RabbitMQ) or redis://… (Redis)")
-        return value
-
-    @field_validator("timezone", "opening_hours_timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        if value:
-            zone_named(value)
         return value
 
     @field_validator("log_level")

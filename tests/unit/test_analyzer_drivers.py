@@ -5,7 +5,6 @@ TOML ``[[analyzers]]``), and ``check_analyzers`` refusing what cannot work."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -295,15 +294,6 @@ def test_a_refusal_names_the_analyzer() -> None:
 
 
 # --- Settings ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No VETGATEWAY_* from the surroundings leaks into the settings under test."""
-    for name in list(os.environ):
-        if name.startswith("VETGATEWAY_"):
-            monkeypatch.delenv(name)
-    return monkeypatch
 
 
 LISTENER_A = {"name": "A", "sender_id": "CHEM1"}

@@ -4,7 +4,6 @@ files a result under another animal or hours off."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -130,14 +129,6 @@ def test_orders_from_a_configured_source_are_read_by_its_rules() -> None:
 # --- settings ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in list(os.environ):
-        if name.startswith("VETGATEWAY_"):
-            monkeypatch.delenv(name)
-    return monkeypatch
-
-
 TOML = """
 timezone = "Europe/London"
 
@@ -194,7 +185,7 @@ def test_a_bad_source_entry_stops_start_up_naming_it(
     assert "\n" not in text
 
 
-def test_no_sources_means_the_default_rules_everywhere() -> None:
+def test_no_sources_means_the_default_rules_everywhere(clean_env: pytest.MonkeyPatch) -> None:
     assert Settings().source_profiles.for_sender("ANY", "LIS") == SourceProfile()
 
 
@@ -220,7 +211,7 @@ def test_an_analyzer_with_a_zone_of_its_own_is_read_in_it() -> None:
         assert elsewhere.observed_at == plain.observed_at
 
 
-def test_an_analyzers_zone_comes_from_its_config_entry() -> None:
+def test_an_analyzers_zone_comes_from_its_config_entry(clean_env: pytest.MonkeyPatch) -> None:
     settings = Settings(
         analyzers=[
             {"name": "Denver chemistry", "sender_id": "C1", "timezone": "America/Denver"},

@@ -35,9 +35,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vetgateway.zones import zone_named
+from vetgateway.zones import ZoneName
 
 __all__ = ["AnalyzerConfig", "ContactConfig"]
 
@@ -68,14 +68,7 @@ class AnalyzerConfig(BaseModel):
     # The zone its clock is set to (an IANA name); empty: the gateway's (VETGATEWAY_TIMEZONE).
     # An analyzer prints local times without an offset, so one in another clinic's zone than
     # the gateway's is read hours off unless this says where it stands.
-    timezone: str = ""
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        if value:
-            zone_named(value)
-        return value
+    timezone: ZoneName = ""
 
     @model_validator(mode="after")
     def _stopbits(self) -> AnalyzerConfig:
