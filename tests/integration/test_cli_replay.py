@@ -39,18 +39,22 @@ class Clock:
 def seeded(db: Database) -> dict[str, int]:
     """Received 11:00 … 15:00: OK (mllp), ADT (mllp, quarantined), no MSH-10 (http,
     quarantined), ADT (http, quarantined), OK (http)."""
-    intake = Hl7Intake(Inbox(db, clock=Clock()))
+    inbox = Inbox(db, clock=Clock())
+    intake = Hl7Intake(inbox)
     ids: dict[str, int] = {}
-    for name, raw, channel in [
-        ("ok-mllp", oru("A-1"), "mllp"),
-        ("adt-mllp", oru("B-2", "ADT^A01^ADT_A01"), "mllp"),
-        ("no-id-http", oru(""), "http"),
-        ("adt-http", oru("D-4", "ADT^A04^ADT_A01"), "http"),
-        ("ok-http", oru("E-5"), "http"),
-    ]:
-        message_id = intake.receive(raw, channel, "10.0.0.9").message_id
-        assert message_id is not None
-        ids[name] = message_id
+    try:
+        for name, raw, channel in [
+            ("ok-mllp", oru("A-1"), "mllp"),
+            ("adt-mllp", oru("B-2", "ADT^A01^ADT_A01"), "mllp"),
+            ("no-id-http", oru(""), "http"),
+            ("adt-http", oru("D-4", "ADT^A04^ADT_A01"), "http"),
+            ("ok-http", oru("E-5"), "http"),
+        ]:
+            message_id = intake.receive(raw, channel, "10.0.0.9").message_id
+            assert message_id is not None
+            ids[name] = message_id
+    finally:
+        inbox.close()  # gives its kept connection back: none is left to the garbage collector
     return ids
 
 
