@@ -699,6 +699,90 @@ def test_a_lab_configured_to_send_our_pms_id_untyped_is_matched_by_it_in_its_zon
     assert other.observed_at == datetime(2026, 11, 26, 17, 30, tzinfo=UTC)  # the gateway's CST
 
 
+def test_reports_left_unmatched_before_the_lab_was_configured_match_once_replayed(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """The operator's fix for a lab found sending our PMS id untyped: add its
+    ``[[hl7_sources]]`` entry, then replay what waits in the unmatched queue; the replayed
+    report is read by the new rule and matched, as one report, not two."""
+    from vetgateway.store.messages import replay_message
+
+    order_id = harness.order("O-78", patient_pms_id="PMS-4711")
+    raw = vet_oru("U1", accession="LAB-U1").replace(
+        b"PMS-4711^^^CLINIC^PI", b"L-77^^^EXAMPLE_REFLAB^PI~PMS-4711"
+    )
+    message_id = harness.send(raw)
+    assert harness.message(message_id).status is MessageStatus.UNMATCHED
+
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=harness.db.url,
+        broker_queue="test.sources.replay",
+        hl7_sources=[{"source": "EXAMPLE_REFLAB", "pms_id": "untyped"}],
+    )
+    pipeline = Pipeline(settings, harness.db, dispatch=False, work=False)
+    try:
+        with harness.db.session() as session:
+            replayed = replay_message(session, message_id, actor="test")
+            assert replayed is not None
+            assert replayed.refused is None
+        assert pipeline.processor.process_batch([message_id]) == {message_id: Outcome.PROCESSED}
+    finally:
+        pipeline.stop()
+    [report] = harness.reports()
+    assert report.order_id == order_id
+    assert report.patient_pms_id == "PMS-4711"  # as the new rule reads it, not the lab's L-77
+    assert harness.get("/api/v1/unmatched")["items"] == []
+    with harness.db.session(readonly=True) as session:
+        [entry] = session.scalars(
+            sa.select(AuditEntry).where(AuditEntry.action == "report.updated")
+        ).all()
+    assert entry.details["report_changed"] == {"patient_pms_id": {"from": "L-77", "to": "PMS-4711"}}
+    assert entry.details["changed"] == []  # the results themselves are as they were
+
+
+def test_a_report_replayed_after_its_labs_zone_was_configured_moves_to_the_right_time(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Times first read in the gateway's zone are read again in the lab's once it is
+    configured: the report and every result move, and the audit says from what to what."""
+    from vetgateway.store.messages import replay_message
+
+    eastern = datetime(2026, 11, 26, 16, 30, tzinfo=UTC)
+    message_id = harness.send(vet_oru("Z2", accession="LAB-Z2", observed="20261126113000"))
+    [before] = harness.reports()
+    # The harness reads in this host's zone, which the tests pin to UTC (tests/conftest.py).
+    assert before.observed_at == datetime(2026, 11, 26, 11, 30, tzinfo=UTC)
+
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=harness.db.url,
+        broker_queue="test.sources.zone",
+        timezone="UTC",
+        hl7_sources=[{"source": "EXAMPLE_REFLAB", "timezone": "America/New_York"}],
+    )
+    pipeline = Pipeline(settings, harness.db, dispatch=False, work=False)
+    try:
+        with harness.db.session() as session:
+            assert replay_message(session, message_id, actor="test") is not None
+        pipeline.processor.process_batch([message_id])
+    finally:
+        pipeline.stop()
+    [after] = harness.reports()
+    assert after.id == before.id
+    assert after.observed_at == eastern
+    results = harness.results(after.id)
+    assert results
+    assert {r.observed_at for r in results.values()} == {eastern}
+    with harness.db.session(readonly=True) as session:
+        [entry] = session.scalars(
+            sa.select(AuditEntry).where(AuditEntry.action == "report.updated")
+        ).all()
+    assert set(entry.details["report_changed"]) == {"observed_at"}
+    assert len(entry.details["changed"]) == len(results)
+    assert all(set(c["to"]) == {"observed_at"} for c in entry.details["changed"])
+
+
 CRITICAL_K = (("K", "Potassium", "8.1", "mEq/L", "3.5-5.8", "H"),)
 
 

@@ -401,9 +401,19 @@ def apply_match(
     return decision.matched
 
 
+# What an update in place takes from the latest message: the patient as it names them, and the
+# report's time. Read per message alone (the species may come from the order, so it stays).
+_HEADER = (
+    "observed_at", "patient_pms_id", "patient_microchip", "patient_name", "owner_surname",
+    "breed", "sex", "birth_date",
+)  # fmt: skip
+
+
 def _current(session: Session, key: str) -> AnyRow | None:
     return session.execute(
-        sa.select(_R.c.id, _R.c.version, _R.c.match_status, _R.c.patient_id)
+        sa.select(
+            _R.c.id, _R.c.version, _R.c.match_status, _R.c.patient_id, *(_R.c[c] for c in _HEADER)
+        )
         .where(_R.c.report_key == key, _R.c.deleted_at.is_(None))
         .order_by(_R.c.version.desc())
         .limit(1)
@@ -492,7 +502,9 @@ def _correct(session: Session, current: AnyRow, item: ReportInput, now: datetime
     return SavedReport(report_id, version, "corrected", matched, old.patient_id)
 
 
-_COMPARED = ("value_text", "value_numeric", "unit", "status", "lab_flags", "reference_range")
+_COMPARED = (
+    "value_text", "value_numeric", "unit", "status", "lab_flags", "reference_range", "observed_at",
+)  # fmt: skip
 
 
 def _update_in_place(
@@ -539,6 +551,12 @@ def _update_in_place(
         [_result_row(m, reading, report, report_id, now) for m, reading in new],
         _attachment_rows([m for m, _reading in new], report_id, now),
     )
+    # The patient and time as this message reads them: a resend or replay read by a source's
+    # new rules (its zone, which identifier is ours) must not leave the old reading behind.
+    latest = _report_row(item, report_id, None, now)
+    header = {
+        c: (current._mapping[c], latest[c]) for c in _HEADER if current._mapping[c] != latest[c]
+    }
     session.execute(
         sa.update(_R)
         .where(_R.c.id == report_id)
@@ -547,9 +565,10 @@ def _update_in_place(
             reported_at=report.reported_at,
             inbound_message_id=message_id,
             updated_at=now,
+            **{c: new_value for c, (_old, new_value) in header.items()},
         )
     )
-    if changes or new:
+    if changes or new or header:
         audit(
             session,
             actor="pipeline",
@@ -561,6 +580,9 @@ def _update_in_place(
                 "status": (report.status or ReportStatus.FINAL).value,
                 "changed": changes,
                 "added": [m.observation.code for m, _reading in new],
+                "report_changed": {
+                    c: {"from": _jsonable(a), "to": _jsonable(b)} for c, (a, b) in header.items()
+                },
             },
         )
     matched = current.match_status is MatchStatus.MATCHED
