@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from tests.integration.api_support import TestClient, bearer, build_app, issue
 from tests.mllp_peer import msa, segment
-from vetgateway.adapters.hl7.intake import Hl7Intake
+from vetgateway.adapters.hl7.intake import Hl7Intake, Hl7Policy
 from vetgateway.api import create_app
 from vetgateway.config import Settings
 from vetgateway.store.db import Database
@@ -322,7 +322,9 @@ def test_body_is_streamed_and_not_read_past_the_limit_whatever_content_length_sa
     db: Database, tmp_path: Path, device: dict[str, str]
 ) -> None:
     settings = Settings(data_dir=tmp_path, database_url=db.url, mllp_max_message_size=1024)
-    app = create_app(settings, db)
+    # Driven without the app's lifespan, so the test owns the inbox and closes it itself.
+    inbox = Inbox(db)
+    app = create_app(settings, db, hl7_intake=Hl7Intake(inbox, Hl7Policy.from_settings(settings)))
     body = oru("STREAM-1", value="7" * 100_000)
     chunks = [body[i : i + 256] for i in range(0, len(body), 256)]
     headers = [
@@ -334,6 +336,7 @@ def test_body_is_streamed_and_not_read_past_the_limit_whatever_content_length_sa
         status, read = asyncio.run(_asgi_post(app, headers, chunks))
     finally:
         app.state.intake_pool.shutdown()
+        inbox.close()
     assert status == 413
     assert read == 5  # 5 x 256 bytes is the first read past 1024; nothing after it
     assert len(chunks) > 300
