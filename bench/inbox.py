@@ -309,8 +309,10 @@ def measure_rounds(
     seconds: float,
     size: int,
     rounds: int,
+    also: Callable[[int], None] = lambda writers: None,
 ) -> Rounds:
-    """Inbox and bare driver at each writer count, ``rounds`` times over."""
+    """Inbox and bare driver at each writer count, ``rounds`` times over; ``also(writers)``
+    measures whatever else belongs in the same round, right after them."""
     results = Rounds()
     for round_ in range(rounds):
         for writers in WRITERS:
@@ -320,6 +322,7 @@ def measure_rounds(
                 partial(inbox_rate, db, writers, seconds, size),
                 partial(bare_rate, connect, placeholder, writers, seconds, size),
             )
+            also(writers)
     return results
 
 
@@ -348,19 +351,14 @@ def bench_postgres(admin_url: str, seconds: float, size: int, rounds: int) -> No
         def connect() -> psycopg.Connection:
             return psycopg.connect(dsn, options="-c synchronous_commit=on")
 
-        results = Rounds()
         tasks: dict[int, list[float]] = {writers: [] for writers in WRITERS}
         floor: dict[int, list[float]] = {writers: [] for writers in WRITERS}
-        for round_ in range(rounds):
-            for writers in WRITERS:
-                results.measure(
-                    writers,
-                    round_,
-                    partial(inbox_rate, db, writers, seconds, size),
-                    partial(bare_rate, connect, "%s", writers, seconds, size),
-                )
-                tasks[writers].append(async_inbox_rate(db, writers, seconds, size))
-                floor[writers].append(least_rate(dsn, writers, seconds, size))
+
+        def tasks_and_floor(writers: int) -> None:
+            tasks[writers].append(async_inbox_rate(db, writers, seconds, size))
+            floor[writers].append(least_rate(dsn, writers, seconds, size))
+
+        results = measure_rounds(db, connect, "%s", seconds, size, rounds, tasks_and_floor)
         for writers in WRITERS:
             results.report("postgresql", writers)
         gains = [eight / one for one, eight in zip(results.inbox[1], results.inbox[8], strict=True)]
